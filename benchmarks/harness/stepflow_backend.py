@@ -1,0 +1,188 @@
+"""stepflow's backend for the benchmark: `stepflow serve`, plus the load and two stopwatches.
+
+    python -m benchmarks.harness.stepflow_backend --store URL --prefix P --load '{"workflows": 100, ...}' --out FILE
+
+The same `Backend` and `AmqpBackendBroker` with the same defaults as `stepflow serve` (batch
+256, prefetch 512, outbox poll 0.5 s). Two additions:
+
+- it starts the load's workflows itself, as an embedding service would: all at once (chunks
+  of 500 `Workflow.start` saved per transaction) or at the load's rate (what is due every
+  5 ms, one transaction), and wakes the outbox after each save;
+- the broker notes when a `job_completed` message arrives (per workflow) and when the orders
+  it caused are confirmed: step-to-step latency, completion received -> next order confirmed.
+
+On SIGTERM it writes those samples, its counters and its CPU time to --out and stops.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import resource
+import signal
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks.harness.common import AMQP_URL, Load
+from stepflow.adapters.amqp import AmqpBackendBroker
+from stepflow.adapters.backend import Backend
+from stepflow.adapters.logging import configure
+from stepflow.adapters.persistence import open_engine
+from stepflow.engine.definitions import WorkflowDefinition, build_definition
+from stepflow.engine.ports import Outgoing
+from stepflow.engine.workflow import Workflow
+
+START_CHUNK = 500
+RECEIVED_BOUND = 20_000
+
+
+def definition_for(load: Load) -> tuple[WorkflowDefinition, dict[str, Any]]:
+    if load.fan_out:
+        return build_definition({
+            "identifier": "bench-fanout",
+            "parameters": [{"id": "items", "type": "array_of_integers"}],
+            "steps": [{"id": "fan", "job_type": "noop", "fan_out": "{workflow.items}", "parameters": {"n": "{item}"}},
+                      {"id": "join", "job_type": "noop", "parents": ["fan"]}],
+        }), {"items": list(range(load.fan_out))}
+    steps: list[dict[str, Any]] = []
+    for i in range(load.steps):
+        step: dict[str, Any] = {"id": f"s{i}", "job_type": "noop"}
+        if i:
+            step["parents"] = [f"s{i - 1}"]
+        if load.timed:
+            step["parameters"] = {"prev": f"{{steps.s{i - 1}.outputs.t}}"} if i else {"timed": True}
+        steps.append(step)
+    return build_definition({"identifier": f"bench-chain-{load.steps}", "steps": steps}), {}
+
+
+class TimedBroker(AmqpBackendBroker):
+    """Notes completion arrival and order confirmation times, per workflow."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # arrivals per workflow, oldest first; a workflow's last completion is never followed by
+        # an order, so the oldest are dropped past a bound (RSS is measured: it must not grow)
+        self.received: OrderedDict[str, list[float]] = OrderedDict()
+        self.step_latency: list[float] = []
+        self.completions = 0
+        self.orders = 0
+
+    def _receiver(self, real_name: str) -> Any:
+        inner = super()._receiver(real_name)
+        if self.topology.logical(real_name) != "job_completed":
+            return inner
+
+        async def on_message(message: Any) -> None:
+            self.completions += 1
+            workflow_id = (message.headers or {}).get("workflow_id")
+            if isinstance(workflow_id, bytes):
+                workflow_id = workflow_id.decode()
+            self.received.setdefault(str(workflow_id), []).append(time.perf_counter())
+            if len(self.received) > RECEIVED_BOUND:
+                self.received.popitem(last=False)
+            await inner(message)
+
+        return on_message
+
+    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
+        begun = time.perf_counter()
+        await super().publish_orders(orders)
+        confirmed = time.perf_counter()
+        self.orders += len(orders)
+        for workflow_id in {str(order.headers.get("workflow_id")) for order in orders}:
+            # The completions received before this publish began caused these orders (the
+            # last of them, for a join); later ones answer orders published since.
+            received = self.received.get(workflow_id)
+            if not received or received[0] >= begun:
+                continue
+            before = [t for t in received if t < begun]
+            self.step_latency.append(confirmed - before[-1])
+            rest = received[len(before):]
+            if rest:
+                self.received[workflow_id] = rest
+            else:
+                del self.received[workflow_id]
+
+
+async def start_load(backend: Backend, load: Load) -> None:
+    definition, parameters = definition_for(load)
+    engine = backend.engine
+
+    def start(count: int) -> None:
+        now = datetime.now(UTC)
+        engine.save(*(Workflow.start(uuid.uuid4(), definition, parameters, now=now, actor="bench")
+                      for _ in range(count)))
+
+    if load.rate <= 0:
+        for first in range(0, load.workflows, START_CHUNK):
+            await backend.in_store(start, min(START_CHUNK, load.workflows - first))
+            backend._stored()  # wake the outbox, as Backend.start_workflow does
+        return
+    began = time.perf_counter()
+    started = 0
+    while started < load.workflows:
+        due = min(load.workflows, int((time.perf_counter() - began) * load.rate) + 1)
+        if due > started:
+            await backend.in_store(start, due - started)
+            backend._stored()
+            started = due
+        await asyncio.sleep(0.005)
+
+
+async def main(args: argparse.Namespace) -> int:
+    configure("console", "warning")
+    load = Load(**json.loads(args.load))
+    engine = open_engine(args.store)
+    broker = TimedBroker(args.amqp_url, prefix=args.prefix, prefetch=args.prefetch)
+    options = {} if args.batch_wait is None else {"batch_wait_s": args.batch_wait}
+    backend = Backend(engine, broker, batch_size=args.batch_size, outbox_poll_s=args.outbox_poll, **options)
+    await backend.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    starter = asyncio.create_task(start_load(backend, load))
+    code = 0
+    try:
+        while not stop.is_set():
+            backend.check()
+            if starter.done():
+                starter.result()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        Path(args.out).write_text(json.dumps({
+            "step_latency": broker.step_latency, "completions": broker.completions, "orders": broker.orders,
+            "stats": backend.stats, "cpu_s": usage.ru_utime + usage.ru_stime,
+        }))
+        starter.cancel()
+        await backend.stop()
+        engine.close()
+    return code
+
+
+def cli() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--store", required=True)
+    parser.add_argument("--amqp-url", default=AMQP_URL)
+    parser.add_argument("--prefix", required=True)
+    parser.add_argument("--load", required=True, help="the Load as JSON")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--prefetch", type=int, default=512)
+    parser.add_argument("--outbox-poll", type=float, default=0.5)
+    parser.add_argument("--batch-wait", type=float, default=None, help="default: Backend's")
+    args = parser.parse_args()
+    raise SystemExit(asyncio.run(main(args)))
+
+
+if __name__ == "__main__":
+    cli()

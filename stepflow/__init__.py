@@ -1,0 +1,41 @@
+"""stepflow: an event-sourced workflow engine for Python on RabbitMQ.
+
+The main entry points, imported lazily (so `import stepflow` stays cheap):
+
+    from stepflow import Worker, JobContext, JobFailed          # write a worker
+    from stepflow import load_definition, open_engine           # definitions, the store
+    from stepflow import EmbeddedRuntime, AmqpRuntime           # run in-process / over RabbitMQ
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+_EXPORTS = {
+    "Worker": "stepflow.adapters.worker",
+    "JobContext": "stepflow.adapters.worker",
+    "JobFailed": "stepflow.adapters.worker",
+    "WorkflowEngine": "stepflow.engine.application",
+    "load_definition": "stepflow.engine.definitions",
+    "open_engine": "stepflow.adapters.persistence",
+    "EmbeddedRuntime": "stepflow.adapters.embedded",
+    "AmqpRuntime": "stepflow.adapters.amqp.runtime",
+    "Backend": "stepflow.adapters.backend",
+}
+
+__all__ = ["AmqpRuntime", "Backend", "EmbeddedRuntime", "JobContext", "JobFailed", "Worker",
+           "WorkflowEngine", "load_definition", "open_engine"]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'stepflow' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])

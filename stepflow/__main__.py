@@ -1,0 +1,3 @@
+from stepflow.adapters.cli import entry
+
+entry()

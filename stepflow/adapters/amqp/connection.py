@@ -1,0 +1,127 @@
+"""What the backend's and the worker's brokers share: connecting, deliveries, safe publishing.
+
+- `connect`: a robust connection (aio-pika reconnects and re-declares what was declared
+  on it, consumers included), named so `rabbitmqctl list_connections` shows who is who.
+- `AmqpDelivery`: an inbound message as the ports see it. It remembers the channel it came
+  on: a delivery tag is only valid on that channel, so after a reconnection an old delivery
+  is never acked on the new channel (RabbitMQ would close it for an unknown tag); the broker
+  has already requeued it, and the redelivery is recognised by its message id.
+- `publish_confirmed`: publish, wait for the broker's confirm, and retry through a
+  reconnection. At least once: a retry after a lost confirm may duplicate, which every
+  consumer of the protocol tolerates (ids are stable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlparse
+
+import aio_pika
+import aiormq
+import structlog
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+
+log = structlog.get_logger("stepflow.amqp")
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+RETRY_MAX_S = 5.0
+
+# What a lost connection or channel looks like to a caller; worth retrying.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    asyncio.TimeoutError,
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    aiormq.exceptions.ChannelClosed,
+    aio_pika.exceptions.ChannelInvalidStateError,
+    aio_pika.exceptions.DeliveryError,
+)
+
+
+def amqp_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("STEPFLOW_AMQP_URL") or DEFAULT_URL
+
+
+def mask_url(url: str) -> str:
+    """The URL with its password replaced, fit for a log line or an error message."""
+    parsed = urlparse(url)
+    if parsed.password:
+        return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
+    return url
+
+
+async def connect(url: str, name: str, *, timeout: float = 10.0, reconnect_interval: float = 1.0
+                  ) -> AbstractRobustConnection:
+    """Connect once (raising if the broker cannot be reached), then reconnect forever."""
+    connection = await aio_pika.connect_robust(
+        url, timeout=timeout, client_properties={"connection_name": name},
+        reconnect_interval=reconnect_interval,
+    )
+    log.info("amqp_connected", url=mask_url(url), connection=name)
+    return connection
+
+
+@dataclass(frozen=True, eq=False)
+class AmqpDelivery:
+    """Implements `stepflow.engine.ports.Delivery` for a message from RabbitMQ."""
+
+    queue: str  # the protocol name (prefix removed): job_completed, <job type>, ...
+    body: bytes
+    message_id: str | None
+    headers: Mapping[str, Any]
+    content_type: str | None
+    redelivered: bool
+    routing_key: str
+    delivery_tag: int
+    channel: aiormq.abc.AbstractChannel = field(repr=False)
+    real_queue: str = ""
+
+    @classmethod
+    def of(cls, message: AbstractIncomingMessage, queue: str, real_queue: str) -> AmqpDelivery:
+        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
+                   for k, v in (message.headers or {}).items()}
+        return cls(
+            queue=queue, body=message.body, message_id=message.message_id, headers=headers,
+            content_type=message.content_type, redelivered=bool(message.redelivered),
+            routing_key=message.routing_key or "", delivery_tag=message.delivery_tag or 0,
+            channel=message.channel, real_queue=real_queue,
+        )
+
+    @property
+    def stale(self) -> bool:
+        """Its channel is gone: the broker requeued it; settling it is neither needed nor possible."""
+        return self.channel.is_closed
+
+
+async def publish_confirmed(exchange: AbstractExchange, message: aio_pika.Message, routing_key: str,
+                            *, what: str) -> None:
+    """Publish and return once confirmed; retry (with backoff) while the broker is away."""
+    delay = 0.1
+    while True:
+        try:
+            await exchange.publish(message, routing_key=routing_key)
+            return
+        except TRANSIENT as error:
+            log.warning("amqp_publish_retry", what=what, routing_key=routing_key, error=repr(error),
+                        retry_in_s=delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RETRY_MAX_S)
+
+
+async def settle(delivery: AmqpDelivery, *, ack: bool, requeue: bool = False, multiple: bool = False) -> bool:
+    """Ack or reject on the delivery's own channel; False if that channel is gone (requeued)."""
+    if delivery.stale:
+        return False
+    try:
+        if ack:
+            await delivery.channel.basic_ack(delivery.delivery_tag, multiple=multiple)
+        else:
+            await delivery.channel.basic_reject(delivery.delivery_tag, requeue=requeue)
+    except TRANSIENT as error:
+        log.info("amqp_settle_lost", queue=delivery.queue, message_id=delivery.message_id, error=repr(error))
+        return False
+    return True

@@ -1,0 +1,143 @@
+"""A worker's side of RabbitMQ (implements `stepflow.engine.ports.WorkerBroker`).
+
+One robust connection, three channels: responses and announcements are published on a
+confirming channel; job orders arrive on a channel whose prefetch bounds how many jobs run
+at once; direct orders (stop, status, ...) on their own channel, so a busy worker still
+hears a stop order. The worker declares the common topology too (idempotent), so it may
+start before the backend without losing a response, and it declares its job-type queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+from aio_pika.abc import (
+    AbstractChannel,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustConnection,
+)
+
+from stepflow.adapters.amqp.connection import (
+    AmqpDelivery,
+    amqp_url,
+    connect,
+    publish_confirmed,
+    settle,
+)
+from stepflow.adapters.amqp.topology import Topology, persistent
+from stepflow.engine.ports import Outgoing
+
+log = structlog.get_logger("stepflow.amqp.worker")
+
+
+class AmqpWorkerBroker:
+    def __init__(self, url: str | None = None, *, prefix: str = "", connection_name: str | None = None) -> None:
+        self.url = amqp_url(url)
+        self.topology = Topology(prefix)
+        self.connection_name = connection_name
+        self._connection: AbstractRobustConnection | None = None
+        self._publish: AbstractChannel | None = None
+        self._exchanges: dict[str, AbstractExchange] = {}
+        self._order_queues: dict[str, AbstractQueue] = {}
+        self._consumers: dict[str, str] = {}  # job type -> consumer tag
+        self._orders: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
+        self._direct: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
+        self._paused = False
+        self.ready = asyncio.Event()  # set once the order and direct queues are consumed
+
+    async def connect(self) -> None:
+        name = self.connection_name or f"stepflow-worker[{self.topology.prefix}]"
+        self._connection = await connect(self.url, name)
+        self._publish = await self._connection.channel(publisher_confirms=True)
+        self._exchanges = (await self.topology.declare(self._publish)).exchanges
+
+    async def close(self) -> None:
+        if self._connection is not None:
+            with contextlib.suppress(Exception):
+                await self._connection.close()
+        self._connection = None
+
+    def _conn(self) -> AbstractRobustConnection:
+        if self._connection is None:
+            raise RuntimeError("connect first")
+        return self._connection
+
+    # --- job orders --------------------------------------------------------------------
+
+    async def consume_orders(self, job_types: Sequence[str], prefetch: int) -> None:
+        channel = await self._conn().channel(publisher_confirms=False)
+        # global: the prefetch bounds the orders held over all this worker's job types (as the
+        # in-process broker does), not per type.
+        await channel.set_qos(prefetch_count=max(1, prefetch), global_=True)
+        for job_type in job_types:
+            self._order_queues[job_type] = await self.topology.declare_job_queue(channel, job_type)
+        await self._start_orders()
+
+    async def _start_orders(self) -> None:
+        for job_type, queue in self._order_queues.items():
+            if job_type not in self._consumers:
+                self._consumers[job_type] = await queue.consume(self._receiver(self._orders, job_type, queue.name))
+
+    @staticmethod
+    def _receiver(into: asyncio.Queue[AmqpDelivery], logical: str, real: str) -> Any:
+        async def on_message(message: AbstractIncomingMessage) -> None:
+            into.put_nowait(AmqpDelivery.of(message, logical, real))
+
+        return on_message
+
+    async def next_order(self) -> AmqpDelivery:
+        return await self._next(self._orders)
+
+    @staticmethod
+    async def _next(source: asyncio.Queue[AmqpDelivery]) -> AmqpDelivery:
+        while True:
+            delivery = await source.get()
+            if not delivery.stale:  # else the broker requeued it when its channel closed
+                return delivery
+
+    async def pause_orders(self) -> None:
+        """`stop_consuming_jobs`: cancel the consumers, hand back what was prefetched."""
+        self._paused = True
+        for job_type, tag in list(self._consumers.items()):
+            with contextlib.suppress(Exception):
+                await self._order_queues[job_type].cancel(tag)
+            del self._consumers[job_type]
+        while not self._orders.empty():
+            await settle(self._orders.get_nowait(), ack=False, requeue=True)
+        log.info("orders_paused")
+
+    async def resume_orders(self) -> None:
+        if self._paused:
+            self._paused = False
+            await self._start_orders()
+            log.info("orders_resumed")
+
+    # --- direct orders -----------------------------------------------------------------
+
+    async def consume_direct(self, instance_id: str, job_types: Sequence[str]) -> None:
+        channel = await self._conn().channel(publisher_confirms=False)
+        queue = await self.topology.declare_direct_queue(channel, instance_id, tuple(job_types))
+        await queue.consume(self._receiver(self._direct, self.topology.logical(queue.name), queue.name))
+        self.ready.set()
+
+    async def next_direct(self) -> AmqpDelivery:
+        return await self._next(self._direct)
+
+    # --- out and settling --------------------------------------------------------------
+
+    async def publish_response(self, message: Outgoing) -> None:
+        exchange = self._exchanges[self.topology.response_exchange(message.routing_key)]
+        amqp = persistent(message.body, message_id=message.message_id, headers=dict(message.headers))
+        await publish_confirmed(exchange, amqp, message.routing_key, what=message.routing_key)
+
+    async def ack(self, delivery: Any) -> None:
+        await settle(delivery, ack=True)
+
+    async def reject(self, delivery: Any, requeue: bool) -> None:
+        await settle(delivery, ack=False, requeue=requeue)

@@ -1,0 +1,342 @@
+"""The backend: broker messages in as events, job orders out from events.
+
+Three loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-process):
+
+- inbox: take a batch of deliveries, translate each to a command (quarantining what is
+  malformed), run the whole batch as one `engine.execute` (one transaction), and only then
+  ack the batch. A crash before the ack redelivers, and the aggregate ignores message ids it
+  has already applied, so the effect is exactly once.
+- outbox (`stepflow.adapters.outbox`): publish orders from stored events with confirms,
+  then advance the tracked position.
+- timeouts: jobs with a `timeout_s` and no sign of life for that long get `RecordTimeout`.
+- notifications: orders of notification steps go to the in-process `Notifier` (an HTTP call,
+  its result fed back as a command) instead of the broker; workflow hooks are called by a
+  `HookFollower` with its own tracked position (`stepflow.adapters.http.notifications`, `.hooks`).
+
+`eventsourcing` is synchronous, so every store call runs in ONE dedicated thread
+(`self._store`): the event loop never blocks on SQLite or PostgreSQL, and store calls never
+race each other (the aggregate cache is mutated in place by commands). Batching is what keeps
+that single thread ahead of the broker: one transaction per batch, not per message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from typing import Any, TypeVar
+from uuid import UUID
+
+import structlog
+
+from stepflow.adapters import protocol as p
+from stepflow.adapters.http.hooks import HookFollower
+from stepflow.adapters.http.notifications import NOTIFICATION, Notifier
+from stepflow.adapters.inbox import Malformed, message_key, translate
+from stepflow.adapters.outbox import OutboxReader
+from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
+from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.definitions import WorkflowDefinition
+from stepflow.engine.ports import BackendBroker, Delivery
+
+log = structlog.get_logger("stepflow.backend")
+
+# Crash points for tests (docs/protocol.md, "Crash points"), read once at import: the process
+# dies with `os._exit(137)` as if SIGKILLed, the Nth time (STEPFLOW_FAULT_AFTER, default 1)
+# it reaches the point. Off, it costs one string comparison per batch.
+#   after_store_before_ack       inbox: a batch's events are committed, none of it is acked
+#   mid_batch                    inbox: a batch of 2+ messages is committed, the first half acked
+#   after_store_before_publish   the outbox read stored orders and has published none
+#   during_publish               outbox: the first half of a batch of 2+ orders is confirmed
+#   after_publish_before_advance the orders are confirmed, the tracked position not advanced
+FAULT = os.environ.get("STEPFLOW_FAULT", "")
+_FAULT_AFTER = [int(os.environ.get("STEPFLOW_FAULT_AFTER", "1") or 1)] if FAULT else [0]
+
+
+def _crash() -> None:
+    """At the armed crash point: die on the Nth visit (called only when FAULT matched)."""
+    _FAULT_AFTER[0] -= 1
+    if _FAULT_AFTER[0] <= 0:
+        log.warning("fault_injected", point=FAULT)
+        os._exit(137)
+
+
+T = TypeVar("T")
+
+def _already_exists(error: BaseException) -> bool:
+    """A concurrent CREATE TABLE IF NOT EXISTS lost the race (PostgreSQL)."""
+    return "already exists" in str(error) or "pg_type_typname_nsp_index" in str(error)
+
+
+WorkerListener = Callable[[p.WorkerDiscovery | p.WorkerStatus, datetime], None]
+
+
+class Backend:
+    def __init__(
+        self,
+        engine: WorkflowEngine,
+        broker: BackendBroker,
+        *,
+        batch_size: int = 256,
+        batch_wait_s: float = 0.002,
+        outbox_poll_s: float = 0.5,
+        timeout_check_s: float = 1.0,
+        max_body: int = p.MAX_BODY_BYTES,
+        on_worker: WorkerListener | None = None,
+        after_store: Callable[[], None] | None = None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.engine = engine
+        self.broker = broker
+        self.batch_size = batch_size
+        self.batch_wait_s = batch_wait_s
+        self.outbox_poll_s = outbox_poll_s
+        self.timeout_check_s = timeout_check_s
+        self.max_body = max_body
+        self.on_worker = on_worker
+        self.after_store = after_store
+        self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-store")
+        self._outbox_wakeup = asyncio.Event()
+        self._outbox_lock = asyncio.Lock()  # one publisher at a time, or a batch goes out twice
+        self._deadlines: dict[str, tuple[UUID, float, datetime]] = {}  # job -> (wf, timeout, last sign)
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0}
+        self.batch_sizes: Counter[int] = Counter()  # inbound batch size -> how many batches
+        # notification steps and hooks: HTTP calls made here, results fed back as commands
+        self.notifier = notifier or Notifier()
+        if self.notifier.record is None:
+            self.notifier.record = self._record_notification
+        self.hooks = HookFollower(engine, self.in_store, self.notifier, poll_s=outbox_poll_s)
+
+    async def in_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Run a synchronous store call in the store thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store, lambda: fn(*args, **kwargs))
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.connect()
+        for attempt in range(5):
+            try:
+                self._outbox = await self.in_store(OutboxReader, self.engine)
+                await self.hooks.prepare()
+                break
+            except Exception as error:
+                # Two backends starting on a fresh PostgreSQL schema race to create the same
+                # tracking table; the loser's CREATE ... IF NOT EXISTS fails. Try again.
+                if not _already_exists(error) or attempt == 4:
+                    raise
+                log.info("store_table_race_retry", error=repr(error)[:200])
+                await asyncio.sleep(0.1 * (attempt + 1))
+        await self.in_store(self._load_deadlines)
+        self._tasks = [
+            asyncio.create_task(self._inbox_loop(), name="stepflow-inbox"),
+            asyncio.create_task(self._outbox_loop(), name="stepflow-outbox"),
+            asyncio.create_task(self._timeout_loop(), name="stepflow-timeouts"),
+            asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
+        ]
+        log.info("backend_started", outbox_position=self._outbox.position)
+
+    async def run_forever(self) -> None:
+        await self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        await self.notifier.close()
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+        self._store.shutdown(wait=True)
+
+    def check(self) -> None:
+        """Raise the error of a loop that died, so a supervisor sees it."""
+        for task in self._tasks:
+            if task.done() and not task.cancelled() and task.exception():
+                raise task.exception()  # type: ignore[misc]
+
+    # --- API for the embedding service -------------------------------------------------
+
+    async def start_workflow(self, definition: WorkflowDefinition, parameters: dict[str, Any] | None = None,
+                             **kwargs: Any) -> UUID:
+        workflow_id = await self.in_store(self.engine.start_workflow, definition, parameters, **kwargs)
+        self._stored()
+        return workflow_id
+
+    async def command(self, command: cmd.Command) -> None:
+        await self.in_store(self.engine.command, command)
+        self._stored()
+
+    def _stored(self) -> None:
+        self._outbox_wakeup.set()
+        self.hooks.wake()
+        if self.after_store is not None:
+            self.after_store()
+
+    # --- inbox -------------------------------------------------------------------------
+
+    async def _inbox_loop(self) -> None:
+        while True:
+            batch = await self.broker.next_batch(self.batch_size, self.batch_wait_s)
+            await self.handle_batch(batch)
+
+    async def handle_batch(self, batch: Sequence[Delivery]) -> None:
+        commands: list[cmd.Command] = []
+        carriers: list[Delivery] = []
+        done: list[Delivery] = []
+        now = datetime.now(timezone.utc)
+        for delivery in batch:
+            try:
+                item = translate(delivery, self.max_body)
+            except Malformed as error:
+                await self._quarantine(delivery, str(error))
+                continue
+            if isinstance(item, cmd.Command):
+                commands.append(item)
+                carriers.append(delivery)
+            else:
+                if self.on_worker is not None:
+                    self.on_worker(item, now)
+                done.append(delivery)
+        if commands:
+            outcomes = await self.in_store(self.engine.execute, commands)
+            for delivery, command, outcome in zip(carriers, commands, outcomes, strict=True):
+                if outcome.rejected:
+                    await self._quarantine(delivery, outcome.rejected)
+                else:
+                    done.append(delivery)
+                    self._track(command, now)
+            self._stored()
+            if FAULT == "after_store_before_ack":
+                _crash()
+            elif FAULT == "mid_batch" and len(done) >= 2:
+                await self.broker.ack(done[: len(done) // 2])
+                _crash()
+                done = done[len(done) // 2:]
+        await self.broker.ack(done)
+        self.stats["batches"] += 1
+        self.stats["messages"] += len(batch)
+        self.batch_sizes[len(batch)] += 1
+
+    async def _quarantine(self, delivery: Delivery, reason: str) -> None:
+        self.stats["quarantined"] += 1
+        headers = {str(k): str(v)[:200] for k, v in delivery.headers.items()}
+        log.warning("message_quarantined", queue=delivery.queue, message_id=delivery.message_id, reason=reason)
+        await self.in_store(
+            self.engine.record_quarantined, message_key(delivery), message_id=delivery.message_id,
+            queue=delivery.queue, reason=reason, headers=headers, body=delivery.body,
+        )
+        await self.broker.quarantine(delivery, reason)
+
+    # --- outbox ------------------------------------------------------------------------
+
+    async def _outbox_loop(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._outbox_wakeup.wait(), self.outbox_poll_s)
+            self._outbox_wakeup.clear()
+            await self.flush_outbox()
+
+    async def flush_outbox(self) -> int:
+        """Publish everything stored and not yet published; return how many orders went."""
+        async with self._outbox_lock:
+            return await self._flush_outbox()
+
+    async def _flush_outbox(self) -> int:
+        sent = 0
+        while True:
+            last, orders, directs = await self.in_store(self._outbox.next_batch)
+            if last == self._outbox.position:
+                return sent
+            if orders:
+                if FAULT == "after_store_before_publish":
+                    _crash()
+                calls = [o for o in orders if o.headers.get("mode") == NOTIFICATION]
+                if len(calls) < len(orders):
+                    jobs = [o for o in orders if o.headers.get("mode") != NOTIFICATION]
+                    if FAULT == "during_publish" and len(jobs) >= 2:
+                        await self.broker.publish_orders(jobs[: len(jobs) // 2])
+                        _crash()
+                    await self.broker.publish_orders(jobs)
+                for call in calls:
+                    self.notifier.submit(call)
+                now = datetime.now(timezone.utc)
+                for order in orders:
+                    timeout = order.headers.get("timeout_s")
+                    if timeout:
+                        self._deadlines[order.message_id] = (
+                            UUID(order.headers["workflow_id"]), timeout,
+                            now + timedelta(seconds=order.delay_s),
+                        )
+            for direct in directs:
+                await self.broker.publish_direct(direct)
+            if FAULT == "after_publish_before_advance" and orders:
+                _crash()
+            await self.in_store(self._outbox.advance, last)
+            sent += len(orders)
+            self.stats["orders"] += len(orders)
+
+    async def _record_notification(self, command: cmd.Command) -> cmd.Outcome:
+        (outcome,) = await self.in_store(self.engine.execute, [command])
+        self._track(command, datetime.now(timezone.utc))
+        self._stored()
+        return outcome
+
+    # --- timeouts ----------------------------------------------------------------------
+
+    def _load_deadlines(self) -> None:
+        """Jobs with a timeout still in flight when the backend starts (e.g. after a crash)."""
+        position = 0
+        now = datetime.now(timezone.utc)
+        while True:
+            items = self.engine.notifications(position, 1000, topics=("JobSubmitted",))
+            if not items:
+                return
+            for _, event in items:
+                if isinstance(event, ev.JobSubmitted) and event.timeout_s:
+                    self._deadlines[event.job_id] = (event.originator_id, event.timeout_s, now)
+            position = items[-1][0]
+
+    def _track(self, command: cmd.Command, now: datetime) -> None:
+        job_id = getattr(command, "job_id", None)
+        if job_id is None or job_id not in self._deadlines:
+            return
+        if isinstance(command, cmd.RecordProgress):
+            workflow_id, timeout, _ = self._deadlines[job_id]
+            self._deadlines[job_id] = (workflow_id, timeout, now)
+        else:
+            del self._deadlines[job_id]
+
+    async def _timeout_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.timeout_check_s)
+            await self.check_timeouts()
+
+    async def check_timeouts(self) -> None:
+        now = datetime.now(timezone.utc)
+        expired = [
+            (job_id, workflow_id)
+            for job_id, (workflow_id, timeout, last) in self._deadlines.items()
+            if now - last > timedelta(seconds=timeout)
+        ]
+        if not expired:
+            return
+        commands = [cmd.RecordTimeout(workflow_id=wf, job_id=job, cause=f"timeout:{job}") for job, wf in expired]
+        await self.in_store(self.engine.execute, commands)
+        for job_id, _ in expired:
+            self._deadlines.pop(job_id, None)
+        log.info("jobs_timed_out", count=len(expired))
+        self._stored()

@@ -1,0 +1,153 @@
+"""Workflow hooks: HTTP calls when a workflow completes or fails, at least once.
+
+The `HookFollower` follows the notification log (`WorkflowCompleted`, `WorkflowFailed`) from
+its own tracked position (`Tracking("hooks", id)`), apart from the outbox, so a slow hook
+endpoint never delays job orders. For each ended workflow whose definition has hooks, it
+renders them (scope: `workflow.*` parameters, `steps.S.outputs.*` of completed steps, and
+`run.id|status|reason|definition|version`), makes the calls (`Notifier.call_hook`: a few
+tries, then a logged failure), and only then advances its position: a crash re-sends.
+
+On first start over an existing store it begins at the end of the log, so upgrading never
+replays the hooks of workflows that ended long ago.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import structlog
+from eventsourcing.persistence import IntegrityError, Tracking
+
+from stepflow.adapters.http.notifications import Notifier
+from stepflow.engine import events as ev
+from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
+from stepflow.engine.templates import TemplateError, render
+
+log = structlog.get_logger("stepflow.hooks")
+
+HOOKS = "hooks"
+TOPICS = ("WorkflowCompleted", "WorkflowFailed")
+T = TypeVar("T")
+InStore = Callable[..., Awaitable[Any]]
+
+Pending = tuple[int, str, str, list[dict[str, Any]]]  # (notification id, workflow id, when, requests)
+
+
+class HookReader:
+    """The synchronous half, run in the store thread."""
+
+    def __init__(self, engine: WorkflowEngine, batch_size: int = 100) -> None:
+        self.engine = engine
+        self.batch_size = batch_size
+        self.tracking = engine.factory.tracking_recorder()
+        position = self.tracking.max_tracking_id(HOOKS)
+        if position is None:
+            position = engine.max_notification_id()
+            if position:
+                self.advance(position, force=True)
+        self.position = position or 0
+        # How far the log is known to hold no ended workflow after `position`. Kept in memory
+        # only: without it every wake-up (one per inbound batch) re-scanned the whole log since
+        # the last ended workflow, a scan that grows with the log (python -m benchmarks scale).
+        self.scanned = self.position
+
+    def next_batch(self) -> tuple[int, list[Pending]]:
+        upto = self.engine.max_notification_id()
+        start = max(self.position, self.scanned)
+        items = self.engine.notifications(start, self.batch_size, topics=TOPICS, stop=upto)
+        if not items:
+            self.scanned = max(start, upto)
+        pending: list[Pending] = []
+        for notification_id, event in items:
+            requests = self._requests(event)
+            if requests:
+                when = "on_completed" if isinstance(event, ev.WorkflowCompleted) else "on_error"
+                pending.append((notification_id, str(event.originator_id), when, requests))
+        return (items[-1][0] if items else self.position), pending
+
+    def _requests(self, event: ev.Event) -> list[dict[str, Any]]:
+        started = next(iter(self.engine.events.get(event.originator_id, limit=1)), None)
+        if not isinstance(started, ev.WorkflowStarted):
+            return []
+        hooks = _hooks_for(started.definition, event)
+        if not hooks:
+            return []
+        state = self.engine.workflow_state(event.originator_id)
+        scope = {
+            "workflow": state.parameters,
+            "steps": {s.step_id: {"outputs": s.outputs} for s in state.steps.values() if s.status == "completed"},
+            "run": {"id": str(state.id), "status": state.status, "reason": state.reason or "",
+                    "definition": state.definition.identifier, "version": state.definition.version},
+        }
+        out = []
+        for i, spec in enumerate(hooks):
+            try:
+                out.append(render(spec.as_parameters(), scope))
+            except TemplateError as error:
+                log.warning("hook_not_rendered", workflow_id=str(state.id), index=i, error=str(error))
+        return out
+
+    def advance(self, position: int, force: bool = False) -> None:
+        if not force and position <= self.position:
+            return
+        with contextlib.suppress(IntegrityError):  # another backend got further
+            self.tracking.insert_tracking(Tracking(HOOKS, position))
+        self.position = position
+
+
+def _hooks_for(definition: WorkflowDefinition, event: ev.Event) -> tuple[NotificationSpec, ...]:
+    if isinstance(event, ev.WorkflowCompleted):
+        return definition.hooks.on_completed
+    return definition.hooks.on_error
+
+
+class HookFollower:
+    def __init__(self, engine: WorkflowEngine, in_store: InStore, notifier: Notifier,
+                 poll_s: float = 0.5) -> None:
+        self.engine = engine
+        self.in_store = in_store
+        self.notifier = notifier
+        self.poll_s = poll_s
+        self._wakeup = asyncio.Event()
+        self.reader: HookReader | None = None
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    @property
+    def position(self) -> int:
+        return self.reader.position if self.reader is not None else 0
+
+    async def prepare(self) -> None:
+        """Read the tracked position (before the backend takes commands, so no end is missed)."""
+        if self.reader is None:
+            self.reader = await self.in_store(HookReader, self.engine)
+
+    async def run(self) -> None:
+        await self.prepare()
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), self.poll_s)
+            self._wakeup.clear()
+            try:
+                await self.flush()
+            except Exception:
+                log.exception("hooks_failed")
+
+    async def flush(self) -> int:
+        """Call the hooks of every workflow ended since the position; return how many calls."""
+        assert self.reader is not None
+        calls = 0
+        while True:
+            last, pending = await self.in_store(self.reader.next_batch)
+            if last == self.reader.position:
+                return calls
+            for _, workflow_id, when, requests in pending:
+                await asyncio.gather(*(self.notifier.call_hook(r, workflow_id=workflow_id, when=when)
+                                       for r in requests))
+                calls += len(requests)
+            await self.in_store(self.reader.advance, last)

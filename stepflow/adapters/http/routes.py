@@ -1,0 +1,113 @@
+"""The API's routes, declared once: the app is built from this table and so is `/openapi.json`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from stepflow.adapters.http import api_misc as m
+from stepflow.adapters.http import api_workflows as w
+from stepflow.adapters.http import schemas as s
+from stepflow.adapters.http.api_stream import stream_workflow
+
+Handler = Callable[[Request], Awaitable[Response]]
+WORKFLOW_ID = ("workflow_id", {"type": "string", "format": "uuid"}, "a workflow id")
+JOB_ID = ("job_id", {"type": "string", "minLength": 1, "maxLength": 100}, "a job id (every attempt has its own)")
+IDENTIFIER = ("identifier", {"type": "string", "minLength": 1, "maxLength": 200}, "a definition identifier")
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    tag: str
+    ok: tuple[int, Any]  # status and body type (None: no JSON body)
+    query: type | None = None
+    body: type | None = None
+    body_required: bool = True
+    path_params: tuple[tuple[str, dict[str, Any], str], ...] = ()
+    errors: tuple[int, ...] = (401,)
+    headers: tuple[tuple[str, str], ...] = ()  # request headers: (name, description)
+    public: bool = False
+    media_type: str = "application/json"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+async def _metrics(request: Request) -> Response:
+    from stepflow.adapters.http.app import metrics_endpoint
+
+    return await metrics_endpoint(request)
+
+
+async def _openapi(request: Request) -> Response:
+    from stepflow.adapters.http.openapi import openapi_endpoint
+
+    return await openapi_endpoint(request)
+
+
+async def _healthz(request: Request) -> Response:
+    from stepflow.adapters.http.health import healthz
+
+    return await healthz(request)
+
+
+async def _readyz(request: Request) -> Response:
+    from stepflow.adapters.http.health import readyz
+
+    return await readyz(request)
+
+
+ENDPOINTS: tuple[Endpoint, ...] = (
+    Endpoint("GET", "/api/me", m.me, "Who the bearer token names", "auth", (200, s.Me)),
+    Endpoint("GET", "/api/definitions", m.list_definitions, "Stored definitions (latest version of each)",
+             "definitions", (200, s.DefinitionList)),
+    Endpoint("GET", "/api/definitions/{identifier}", m.get_definition, "One stored definition", "definitions",
+             (200, s.DefinitionView), query=m._VersionQuery, path_params=(IDENTIFIER,), errors=(401, 403, 404, 422)),
+    Endpoint("POST", "/api/workflows", w.start_workflow, "Start a workflow of a stored definition", "workflows",
+             (201, s.Started), body=s.StartRequest, errors=(400, 401, 403, 404, 409, 413, 422),
+             headers=(("Idempotency-Key", "repeat a start safely: the same key starts one workflow"),)),
+    Endpoint("GET", "/api/workflows", w.list_workflows, "Workflows, newest first, filtered and paginated",
+             "workflows", (200, s.WorkflowList), query=s.WorkflowQuery, errors=(401, 422)),
+    Endpoint("GET", "/api/workflows/{workflow_id}", w.get_workflow, "A workflow with its steps and jobs",
+             "workflows", (200, s.WorkflowView), path_params=(WORKFLOW_ID,), errors=(401, 403, 404, 422, 503)),
+    Endpoint("GET", "/api/workflows/{workflow_id}/history", w.workflow_history, "A workflow's events as a timeline",
+             "workflows", (200, s.History), path_params=(WORKFLOW_ID,), errors=(401, 403, 404, 422)),
+    Endpoint("GET", "/api/workflows/{workflow_id}/stream", stream_workflow,
+             "Live updates of a workflow (server-sent events, ends when it ends)", "workflows", (200, None),
+             path_params=(WORKFLOW_ID,), errors=(401, 403, 404, 422), media_type="text/event-stream"),
+    Endpoint("POST", "/api/workflows/{workflow_id}/stop", w.stop_workflow, "Stop a workflow (right: abort)",
+             "commands", (200, s.Done), body=s.StopRequest, body_required=False, path_params=(WORKFLOW_ID,),
+             errors=(400, 401, 403, 404, 409, 413, 422)),
+    Endpoint("POST", "/api/workflows/{workflow_id}/pause", w.pause_workflow, "Pause a workflow (right: update)",
+             "commands", (200, s.Done), path_params=(WORKFLOW_ID,), errors=(401, 403, 404, 409, 422)),
+    Endpoint("POST", "/api/workflows/{workflow_id}/resume", w.resume_workflow, "Resume a workflow (right: update)",
+             "commands", (200, s.Done), path_params=(WORKFLOW_ID,), errors=(401, 403, 404, 409, 422)),
+    Endpoint("DELETE", "/api/workflows/{workflow_id}", w.delete_workflow, "Delete a workflow (right: delete)",
+             "commands", (200, s.Done), path_params=(WORKFLOW_ID,), errors=(401, 403, 404, 409, 422)),
+    Endpoint("POST", "/api/workflows/{workflow_id}/jobs/{job_id}/retry", w.retry_job,
+             "Retry an errored, stopped or unroutable job (right: retry)", "commands", (200, s.Done),
+             path_params=(WORKFLOW_ID, JOB_ID), errors=(401, 403, 404, 409, 422)),
+    Endpoint("GET", "/api/jobs", m.list_jobs, "Jobs (every attempt), newest first", "jobs", (200, s.JobList),
+             query=s.JobQuery, errors=(401, 422)),
+    Endpoint("GET", "/api/jobs/{job_id}", m.get_job, "One job attempt", "jobs", (200, s.JobInfo),
+             path_params=(JOB_ID,), errors=(401, 403, 404)),
+    Endpoint("GET", "/api/workers", m.list_workers, "Known workers", "workers", (200, s.WorkerList)),
+    Endpoint("GET", "/api/stats", m.stats, "Workflows by status; outcomes and durations per job type", "stats",
+             (200, s.Stats), query=s.StatsQuery, errors=(401, 422)),
+    Endpoint("GET", "/api/audit", m.audit_log, "The audit log: every stored event with who and why (admins)",
+             "audit", (200, m.AuditPage), query=m.AuditQuery, errors=(401, 403, 422)),
+    Endpoint("GET", "/metrics", _metrics, "Prometheus metrics", "operations", (200, None),
+             media_type="text/plain"),
+    Endpoint("GET", "/healthz", _healthz, "The process answers", "operations", (200, s.Health), errors=(),
+             public=True),
+    Endpoint("GET", "/readyz", _readyz, "Store, broker and views are usable", "operations", (200, s.Health),
+             errors=(503,), public=True),
+    Endpoint("GET", "/openapi.json", _openapi, "This document", "operations", (200, None), errors=(),
+             public=True),
+)

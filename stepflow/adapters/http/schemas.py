@@ -1,0 +1,168 @@
+"""Request and response bodies of the HTTP API: msgspec Structs, also the OpenAPI schemas.
+
+Read models (`WorkflowSummary`, `JobInfo`, `WorkerInfo`, `JobTypeStats`, ...) are the
+projections' own Structs; what is only the API's is here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from msgspec import Meta
+
+from stepflow.engine.definitions import ParameterSpec, WorkflowDefinition
+from stepflow.projections.history import TimelineEntry
+from stepflow.projections.models import JobInfo, JobTypeStats, StepInfo, WorkerInfo, WorkflowSummary
+
+Name = Annotated[str, Meta(min_length=1, max_length=200)]
+Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
+Limit = Annotated[int, Meta(ge=1, le=500)]
+Reason = Annotated[str, Meta(max_length=2000)]
+ACTIONS = ("view", "create", "retry", "abort", "delete", "update")
+WORKFLOW_STATUSES = ("running", "paused", "completed", "error", "stopped", "deleted")
+JOB_STATUSES = ("queued", "processing", "completed", "error", "retrying", "retry_requested", "stopped", "unroutable")
+
+
+def _one_or_more(values: tuple[str, ...]) -> str:
+    one = "(" + "|".join(values) + ")"
+    return f"^{one}(,{one})*$"
+
+
+WorkflowStatuses = Annotated[str, Meta(pattern=_one_or_more(WORKFLOW_STATUSES),
+                                       description="one status or several, comma-separated")]
+JobStatuses = Annotated[str, Meta(pattern=_one_or_more(JOB_STATUSES),
+                                  description="one status or several, comma-separated")]
+
+
+class ErrorBody(msgspec.Struct, frozen=True, kw_only=True):
+    status: int
+    error: str
+    message: str
+    field: str | None = None
+
+
+# --- requests -----------------------------------------------------------------------------
+
+
+class StartRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    definition: Name
+    version: Name | None = None
+    parameters: dict[str, Any] = {}
+    labels: Annotated[tuple[Label, ...], Meta(max_length=50)] = ()
+
+
+class StopRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    reason: Reason = ""
+
+
+class WorkflowQuery(msgspec.Struct, frozen=True, kw_only=True):
+    status: WorkflowStatuses | None = None
+    definition: Name | None = None
+    label: Label | None = None
+    limit: Limit = 50
+    cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}$")] | None = None
+    order: Literal["newest", "oldest"] = "newest"
+
+
+class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
+    status: JobStatuses | None = None
+    job_type: Name | None = None
+    workflow_id: Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}$")] | None = None
+    limit: Limit = 100
+    cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}$")] | None = None
+
+
+class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):
+    job_type: Name | None = None
+
+
+# --- responses ----------------------------------------------------------------------------
+
+
+class Me(msgspec.Struct, frozen=True, kw_only=True):
+    user: str
+    groups: tuple[str, ...]
+    admin: bool
+    auth_enabled: bool
+
+
+class Started(msgspec.Struct, frozen=True, kw_only=True):
+    workflow_id: str
+    definition: str
+    version: str
+    notification_id: int
+
+
+class Done(msgspec.Struct, frozen=True, kw_only=True):
+    """An accepted command (recorded, or nothing to record: pausing a paused workflow)."""
+
+    command: str
+    workflow_id: str
+    job_id: str | None = None
+    notification_id: int
+
+
+class StepView(StepInfo, frozen=True, kw_only=True):
+    label: str
+    parents: tuple[str, ...]
+    mode: str
+
+
+class WorkflowView(msgspec.Struct, frozen=True, kw_only=True):
+    workflow: WorkflowSummary
+    steps: tuple[StepView, ...]
+    jobs: tuple[JobInfo, ...]
+    can: tuple[str, ...]  # the actions this user may take on it
+
+
+class WorkflowList(msgspec.Struct, frozen=True, kw_only=True):
+    items: tuple[WorkflowSummary, ...]
+    next_cursor: str | None
+    hidden: int = 0  # rows of this page the user may not view
+
+
+class JobList(msgspec.Struct, frozen=True, kw_only=True):
+    items: tuple[JobInfo, ...]
+    next_cursor: str | None
+    hidden: int = 0
+
+
+class History(msgspec.Struct, frozen=True, kw_only=True):
+    workflow_id: str
+    items: tuple[TimelineEntry, ...]
+
+
+class DefinitionSummary(msgspec.Struct, frozen=True, kw_only=True):
+    identifier: str
+    version: str
+    versions: tuple[str, ...]
+    label: str
+    tags: tuple[str, ...]
+    parameters: tuple[ParameterSpec, ...]
+    steps: int
+    can: tuple[str, ...]
+
+
+class DefinitionList(msgspec.Struct, frozen=True, kw_only=True):
+    items: tuple[DefinitionSummary, ...]
+
+
+class DefinitionView(msgspec.Struct, frozen=True, kw_only=True):
+    definition: WorkflowDefinition
+    versions: tuple[str, ...]
+    can: tuple[str, ...]
+
+
+class WorkerList(msgspec.Struct, frozen=True, kw_only=True):
+    items: tuple[WorkerInfo, ...]
+
+
+class Stats(msgspec.Struct, frozen=True, kw_only=True):
+    workflows: dict[str, int]  # by status
+    job_types: tuple[JobTypeStats, ...]
+
+
+class Health(msgspec.Struct, frozen=True, kw_only=True):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = {}

@@ -1,0 +1,134 @@
+"""What the HTTP handlers reach: the engine, the views, the backend, the catalog, auth.
+
+Threads: `eventsourcing` and the view stores are synchronous. Commands and starts go through
+the backend's store thread when there is a backend (so the backend's aggregate cache stays
+right and its outbox wakes up at once), else through one thread of our own; reads (views,
+history, a workflow's first event) run in Starlette's thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+from uuid import UUID
+
+import structlog
+from starlette.concurrency import run_in_threadpool
+
+from stepflow.adapters.http.auth import TokenAuth
+from stepflow.adapters.http.catalog import DefinitionCatalog
+from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
+from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.definitions import WorkflowDefinition
+from stepflow.projections import ProjectionRunner, ViewStore
+
+log = structlog.get_logger("stepflow.http")
+T = TypeVar("T")
+DEFINITION_CACHE = 10_000
+READ_YOUR_WRITES_S = 5.0
+
+
+class Services:
+    def __init__(self, engine: WorkflowEngine, runner: ProjectionRunner, *, backend: Any = None,
+                 catalog: DefinitionCatalog | None = None, auth: TokenAuth | None = None,
+                 own_runner: bool = False) -> None:
+        self.engine = engine
+        self.runner = runner
+        self.store: ViewStore = runner.store
+        self.backend = backend
+        self.catalog = catalog or DefinitionCatalog()
+        self.auth = auth or TokenAuth()
+        self.own_runner = own_runner
+        self._writer: ThreadPoolExecutor | None = None
+        self._definitions: OrderedDict[str, WorkflowDefinition] = OrderedDict()
+        self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
+
+    # --- threads ------------------------------------------------------------------------
+
+    async def read(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return await run_in_threadpool(functools.partial(fn, *args, **kwargs))
+
+    async def write(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self.backend is not None:
+            result: T = await self.backend.in_store(fn, *args, **kwargs)
+            return result
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-http-store")
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, functools.partial(fn, *args, **kwargs))
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    # --- commands -----------------------------------------------------------------------
+
+    async def start(self, definition: WorkflowDefinition, parameters: dict[str, Any], **kwargs: Any) -> tuple[UUID, int]:
+        """Start a workflow; return its id and a log position that includes its start."""
+        if self.backend is not None:
+            workflow_id: UUID = await self.backend.start_workflow(definition, parameters, **kwargs)
+        else:
+            workflow_id = await self.write(self.engine.start_workflow, definition, parameters, **kwargs)
+        return workflow_id, await self.settled()
+
+    async def command(self, command: cmd.Command) -> int:
+        """Run an operator command (raises `Rejected`); return a position that includes it."""
+        if self.backend is not None:
+            await self.backend.command(command)
+        else:
+            await self.write(self.engine.command, command)
+        return await self.settled()
+
+    async def settled(self) -> int:
+        """Wake the views and wait (briefly) until they show our own last write."""
+        position = await self.read(self.engine.max_notification_id)
+        self.runner.wake()
+        await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
+        return position
+
+    async def record_refused(self, **fields: Any) -> None:
+        try:
+            await self.write(self.engine.record_refused, **fields)
+        except Exception:
+            log.exception("refusal_not_recorded", **{k: v for k, v in fields.items() if k != "groups"})
+
+    # --- a workflow's definition (for rights and the DAG), cached: it never changes --------
+
+    async def workflow_definition(self, workflow_id: str) -> WorkflowDefinition | None:
+        return (await self.workflow_definitions([workflow_id])).get(workflow_id)
+
+    async def workflow_definitions(self, workflow_ids: Iterable[str]) -> dict[str, WorkflowDefinition]:
+        """The definitions of many workflows (a listing page): one trip to the store for the misses."""
+        found: dict[str, WorkflowDefinition] = {}
+        missing: list[UUID] = []
+        for workflow_id in workflow_ids:
+            cached = self._definitions.get(workflow_id)
+            if cached is not None:
+                self._definitions.move_to_end(workflow_id)
+                found[workflow_id] = cached
+                continue
+            try:
+                missing.append(UUID(workflow_id))
+            except ValueError:
+                continue
+        if missing:
+            for workflow_id, definition in (await self.read(_first_definitions, self.engine, missing)).items():
+                found[workflow_id] = self._definitions[workflow_id] = definition
+            while len(self._definitions) > DEFINITION_CACHE:
+                self._definitions.popitem(last=False)
+        return found
+
+
+def _first_definitions(engine: WorkflowEngine, workflow_ids: list[UUID]) -> dict[str, WorkflowDefinition]:
+    out = {}
+    for workflow_id in workflow_ids:
+        first = next(iter(engine.events.get(workflow_id, limit=1)), None)
+        if isinstance(first, ev.WorkflowStarted):
+            out[str(workflow_id)] = first.definition
+    return out

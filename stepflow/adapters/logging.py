@@ -1,0 +1,37 @@
+"""Logging set-up for entry points (CLI, `serve`, `worker`); library code never calls it.
+
+One event per line: a console renderer for people at a terminal, JSON lines for machines
+(`--log-format json` or `STEPFLOW_LOG_FORMAT=json`). Context such as `workflow_id` and
+`job_id` is bound with `structlog.contextvars`, so it follows async handlers.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import structlog
+
+
+def configure(fmt: str | None = None, level: str | None = None) -> None:
+    fmt = fmt or os.environ.get("STEPFLOW_LOG_FORMAT", "console")
+    level_name = (level or os.environ.get("STEPFLOW_LOG_LEVEL", "info")).upper()
+    renderer: structlog.types.Processor
+    if fmt == "json":
+        renderer = structlog.processors.JSONRenderer()
+    else:
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level_name, logging.INFO)),
+        # Resolve sys.stderr per logger, not once: a test runner or a daemon may swap it.
+        logger_factory=lambda *_: structlog.PrintLogger(file=sys.stderr),
+        cache_logger_on_first_use=False,
+    )

@@ -1,0 +1,275 @@
+"""The in-process broker of embedded mode: RabbitMQ's behaviour, in one asyncio loop.
+
+Not a mock: it keeps the semantics the backend and the SDK rely on, so embedded mode runs
+the same code paths as a deployment. Job orders are routed by job type to the queue of
+that type, and diverted to `job_queue_not_found` when no worker declared it; queues honour
+message priority; a message is held unacked until settled, and a rejected message or one
+held by a closed consumer is redelivered with `redelivered=True`; delayed orders wait
+`delay_s` before routing (RabbitMQ's delay queue). Nothing survives the process, which is
+fine: embedded runs keep their truth in the event store, and the outbox republishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from stepflow.adapters import protocol as p
+from stepflow.engine.ports import Outgoing
+
+_sequence = itertools.count()
+
+
+@dataclass(frozen=True)
+class MemoryDelivery:
+    queue: str
+    body: bytes
+    message_id: str | None
+    headers: Mapping[str, Any] = field(default_factory=dict)
+    content_type: str | None = p.CONTENT_TYPE
+    redelivered: bool = False
+    priority: int = 0
+    routing_key: str = ""
+    tag: int = field(default_factory=lambda: next(_sequence))
+
+
+class _Queue:
+    def __init__(self, name: str, changed: asyncio.Condition) -> None:
+        self.name = name
+        self._heap: list[tuple[int, int, MemoryDelivery]] = []
+        self._changed = changed
+
+    def put(self, delivery: MemoryDelivery) -> None:
+        heapq.heappush(self._heap, (-delivery.priority, delivery.tag, delivery))
+
+    def pop(self) -> MemoryDelivery | None:
+        return heapq.heappop(self._heap)[2] if self._heap else None
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
+class MemoryBroker:
+    """The 'server': exchanges, queues and bindings. Hand out its two sides to clients."""
+
+    def __init__(self) -> None:
+        self._changed: asyncio.Condition | None = None
+        self.queues: dict[str, _Queue] = {}
+        self.bindings: dict[str, str] = {}  # job type -> queue
+        self.direct: dict[str, tuple[str, tuple[str, ...]]] = {}  # queue -> (instance, job types)
+        self.quarantined: list[tuple[MemoryDelivery, str]] = []
+        self._unacked: dict[int, tuple[MemoryDelivery, object]] = {}
+        self._timers: set[asyncio.TimerHandle] = set()
+
+    @property
+    def changed(self) -> asyncio.Condition:
+        if self._changed is None:
+            self._changed = asyncio.Condition()
+        return self._changed
+
+    def queue(self, name: str) -> _Queue:
+        if name not in self.queues:
+            self.queues[name] = _Queue(name, self.changed)
+        return self.queues[name]
+
+    def backend(self) -> MemoryBackendBroker:
+        return MemoryBackendBroker(self)
+
+    def worker(self) -> MemoryWorkerBroker:
+        return MemoryWorkerBroker(self)
+
+    # --- the broker's own work ---------------------------------------------------------
+
+    async def _notify(self) -> None:
+        async with self.changed:
+            self.changed.notify_all()
+
+    async def route_order(self, message: Outgoing) -> None:
+        if message.delay_s > 0:
+            loop = asyncio.get_running_loop()
+            undelayed = _undelay(message)
+            handle: asyncio.TimerHandle
+
+            def fire() -> None:
+                self._timers.discard(handle)
+                loop.create_task(self.route_order(undelayed))
+
+            handle = loop.call_later(message.delay_s, fire)
+            self._timers.add(handle)
+            return
+        delivery = MemoryDelivery(
+            queue="", body=message.body, message_id=message.message_id, headers=dict(message.headers),
+            priority=message.priority, routing_key=message.routing_key,
+        )
+        target = self.bindings.get(message.routing_key, p.JOB_QUEUE_NOT_FOUND)
+        self.queue(target).put(replace(delivery, queue=target))
+        await self._notify()
+
+    async def publish(self, queue: str, message: Outgoing) -> None:
+        self.queue(queue).put(MemoryDelivery(
+            queue=queue, body=message.body, message_id=message.message_id,
+            headers=dict(message.headers), routing_key=message.routing_key,
+        ))
+        await self._notify()
+
+    async def take(self, queues: Sequence[str], owner: object, limit: int = 1) -> list[MemoryDelivery]:
+        """Wait until one of `queues` has a message; take up to `limit`, held unacked by `owner`."""
+        async with self.changed:
+            while True:
+                taken: list[MemoryDelivery] = []
+                for name in queues:
+                    q = self.queue(name)
+                    while len(taken) < limit and (d := q.pop()) is not None:
+                        taken.append(d)
+                        self._unacked[d.tag] = (d, owner)
+                if taken:
+                    return taken
+                await self.changed.wait()
+
+    def settle(self, delivery: MemoryDelivery, requeue: bool = False) -> None:
+        held = self._unacked.pop(delivery.tag, None)
+        if held is not None and requeue:
+            self.queue(delivery.queue).put(replace(delivery, redelivered=True, tag=next(_sequence)))
+
+    async def release(self, owner: object) -> None:
+        """A consumer went away: what it held goes back to its queue, marked redelivered."""
+        for tag, (delivery, holder) in list(self._unacked.items()):
+            if holder is owner:
+                self.settle(delivery, requeue=True)
+        await self._notify()
+
+    def close(self) -> None:
+        for handle in self._timers:
+            handle.cancel()
+        self._timers.clear()
+
+
+def _undelay(message: Outgoing) -> p.Message:
+    return p.Message(routing_key=message.routing_key, body=message.body, message_id=message.message_id,
+                     headers=dict(message.headers), priority=message.priority)
+
+
+BACKEND_QUEUES = (*p.RESPONSE_KEYS, p.JOB_QUEUE_NOT_FOUND, *p.WORKER_KEYS)
+
+
+class MemoryBackendBroker:
+    """The backend's side (implements `stepflow.engine.ports.BackendBroker`)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+
+    async def connect(self) -> None:
+        for name in BACKEND_QUEUES:
+            self.broker.queue(name)
+
+    async def close(self) -> None:
+        await self.broker.release(self)
+
+    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
+        for order in orders:
+            await self.broker.route_order(order)
+
+    async def publish_direct(self, message: Outgoing) -> None:
+        headers = message.headers
+        for queue, (instance_id, job_types) in list(self.broker.direct.items()):
+            if (
+                headers.get("broadcast")
+                or headers.get("instance_id") == instance_id
+                or headers.get("job_type") in job_types
+            ):
+                await self.broker.publish(queue, message)
+
+    async def next_batch(self, max_size: int, max_wait_s: float) -> list[MemoryDelivery]:
+        batch = await self.broker.take(BACKEND_QUEUES, self, max_size)
+        if len(batch) < max_size and max_wait_s > 0:
+            await asyncio.sleep(max_wait_s)
+            more = [d for name in BACKEND_QUEUES for d in self._drain(name, max_size - len(batch))]
+            batch.extend(more[: max_size - len(batch)])
+        return batch
+
+    def _drain(self, name: str, limit: int) -> list[MemoryDelivery]:
+        taken: list[MemoryDelivery] = []
+        q = self.broker.queue(name)
+        while len(taken) < limit and (d := q.pop()) is not None:
+            self.broker._unacked[d.tag] = (d, self)
+            taken.append(d)
+        return taken
+
+    async def ack(self, deliveries: Sequence[Any]) -> None:
+        for delivery in deliveries:
+            self.broker.settle(delivery)
+
+    async def quarantine(self, delivery: Any, reason: str) -> None:
+        self.broker.quarantined.append((delivery, reason))
+        self.broker.settle(delivery)
+
+
+class MemoryWorkerBroker:
+    """A worker's side (implements `stepflow.engine.ports.WorkerBroker`)."""
+
+    def __init__(self, broker: MemoryBroker) -> None:
+        self.broker = broker
+        self._order_queues: tuple[str, ...] = ()
+        self._direct_queue: str | None = None
+        self._prefetch = 1
+        self._held = 0
+        self._paused = False
+
+    async def connect(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        if self._direct_queue:
+            self.broker.direct.pop(self._direct_queue, None)
+        await self.broker.release(self)
+
+    async def consume_orders(self, job_types: Sequence[str], prefetch: int) -> None:
+        for job_type in job_types:
+            self.broker.bindings[job_type] = job_type
+            self.broker.queue(job_type)
+        self._order_queues = tuple(job_types)
+        self._prefetch = max(1, prefetch)
+
+    async def next_order(self) -> MemoryDelivery:
+        async with self.broker.changed:
+            await self.broker.changed.wait_for(lambda: self._held < self._prefetch and not self._paused)
+        (delivery,) = await self.broker.take(self._order_queues, self, 1)
+        self._held += 1
+        return delivery
+
+    async def consume_direct(self, instance_id: str, job_types: Sequence[str]) -> None:
+        self._direct_queue = f"{p.DIRECT_MESSAGING}_{instance_id}"
+        self.broker.direct[self._direct_queue] = (instance_id, tuple(job_types))
+        self.broker.queue(self._direct_queue)
+
+    async def next_direct(self) -> MemoryDelivery:
+        assert self._direct_queue is not None, "consume_direct first"
+        (delivery,) = await self.broker.take((self._direct_queue,), self, 1)
+        return delivery
+
+    async def publish_response(self, message: Outgoing) -> None:
+        await self.broker.publish(message.routing_key, message)
+
+    async def ack(self, delivery: Any) -> None:
+        self._settle(delivery, requeue=False)
+        await self.broker._notify()
+
+    async def reject(self, delivery: Any, requeue: bool) -> None:
+        self._settle(delivery, requeue=requeue)
+        await self.broker._notify()
+
+    def _settle(self, delivery: MemoryDelivery, requeue: bool) -> None:
+        if delivery.queue in self._order_queues:
+            self._held -= 1
+        self.broker.settle(delivery, requeue=requeue)
+
+    async def pause_orders(self) -> None:
+        self._paused = True
+
+    async def resume_orders(self) -> None:
+        self._paused = False
+        await self.broker._notify()

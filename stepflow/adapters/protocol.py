@@ -1,0 +1,175 @@
+"""The Step Flow message protocol: names and message shapes on the wire.
+
+Shapes follow the original Step Flow backend and its worker SDK (see docs/protocol.md), so a
+worker written for it can serve stepflow. Additions are optional fields only. Every message is
+JSON encoded with msgspec; the backend and the SDK share these Structs and decoders.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+import msgspec
+
+# Exchanges, queues and routing keys (names of the original; a prefix may be added).
+JOB_SUBMIT = "job_submit"
+JOB_QUEUE_NOT_FOUND = "job_queue_not_found"
+JOB_RESPONSE = "job_response"
+JOB_RESPONSE_DELAYED = "job_response_delayed"
+JOB_SUBMIT_DELAYED = "job_submit_delayed"
+WORKER_RESPONSE = "worker_response"
+DIRECT_MESSAGING = "direct_messaging"
+QUARANTINE = "stepflow_quarantine"
+
+JOB_COMPLETED = "job_completed"
+JOB_PROGRESSION = "job_progression"
+JOB_ERROR = "job_error"
+JOB_STOPPED = "job_stopped"
+RESPONSE_KEYS = (JOB_COMPLETED, JOB_PROGRESSION, JOB_ERROR, JOB_STOPPED)
+WORKER_DISCOVERY = "worker_discovery"
+WORKER_STATUS = "worker_status"
+WORKER_KEYS = (WORKER_DISCOVERY, WORKER_STATUS)
+
+CONTENT_TYPE = "application/json"
+MAX_BODY_BYTES = 1_048_576  # larger inbound bodies go to quarantine undecoded
+
+ParameterKind = Literal[
+    "string", "integer", "number", "boolean", "array_of_strings", "array_of_integers",
+    "object", "template", "requirements", "null",
+]
+
+
+class Parameter(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    type: str = "string"
+    value: Any = None
+
+
+class JobOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """backend -> worker, on `job_submit` with the job type as routing key."""
+
+    job_id: str
+    parameters: list[Parameter]
+    type: str = "job"
+    workflow_id: str | None = None
+    attempt: int = 1
+    timeout_s: float | None = None
+
+
+class JobProgression(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """worker -> backend, key `job_progression`."""
+
+    job_id: str
+    progression: int
+    datetime: datetime | None = None
+    docker_container_id: str | None = None
+    message: str | None = None
+    workflow_id: str | None = None
+
+
+class JobResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """worker -> backend, keys `job_completed`, `job_error`, `job_stopped`.
+
+    The error text is the parameter `message`; a completed job's parameters become its outputs.
+    """
+
+    job_id: str
+    status: Literal["completed", "error", "stopped"]
+    parameters: list[Parameter] = []
+    destination_paths: list[str] = []
+    execution_duration: float | None = None
+    workflow_id: str | None = None
+    error_kind: str | None = None
+    instance_id: str | None = None
+
+    def parameter(self, name: str) -> Any:
+        for parameter in self.parameters:
+            if parameter.id == name:
+                return parameter.value
+        return None
+
+
+class WorkerDiscovery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """worker -> backend, key `worker_discovery`: on start, then as a heartbeat."""
+
+    instance_id: str
+    queue_name: str
+    direct_messaging_queue_name: str
+    label: str = ""
+    description: str = ""
+    version: str = "0.0.0"
+    sdk_version: str = ""
+    parameters: dict[str, Any] = {}
+    job_types: list[str] = []
+    host: str = ""
+    started_at: datetime | None = None
+    activity: Literal["Idle", "Busy", "Suspended", "Terminated"] = "Idle"
+
+
+class WorkerActivity(msgspec.Struct, frozen=True, kw_only=True):
+    activity: str
+    system_info: dict[str, Any] = {}
+
+
+class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """worker -> backend, key `worker_status`: the answer to a `status` order."""
+
+    type: str = "status"
+    job: JobResult | None = None
+    worker: WorkerActivity
+    instance_id: str | None = None
+
+
+class DirectOrder(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """backend -> one worker (headers `instance_id`) or all (`broadcast`), on `direct_messaging`."""
+
+    type: Literal["stop_process", "status", "stop_consuming_jobs", "resume_consuming_jobs", "stop_worker"]
+    job_id: str | None = None
+
+
+class Message(msgspec.Struct, frozen=True, kw_only=True):
+    """An outgoing message, as the broker port expects it."""
+
+    routing_key: str
+    body: bytes
+    message_id: str
+    headers: Mapping[str, Any] = {}
+    priority: int = 0
+    delay_s: float = 0.0
+
+
+encoder = msgspec.json.Encoder()
+decode_order = msgspec.json.Decoder(JobOrder).decode
+decode_progression = msgspec.json.Decoder(JobProgression).decode
+decode_result = msgspec.json.Decoder(JobResult).decode
+decode_discovery = msgspec.json.Decoder(WorkerDiscovery).decode
+decode_status = msgspec.json.Decoder(WorkerStatus).decode
+decode_direct = msgspec.json.Decoder(DirectOrder).decode
+
+
+def parameter_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return "array_of_strings"
+    if isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return "array_of_integers"
+    if value is None:
+        return "null"
+    return "object"
+
+
+def to_parameters(values: Mapping[str, Any]) -> list[Parameter]:
+    return [Parameter(id=k, type=parameter_kind(v), value=v) for k, v in values.items()]
+
+
+def from_parameters(parameters: list[Parameter]) -> dict[str, Any]:
+    return {p.id: p.value for p in parameters}

@@ -1,0 +1,264 @@
+"""The engine's application service: load a Workflow, run a command, save, on `eventsourcing`.
+
+Thin on purpose: the rules live in the aggregate and `decide`. What this adds:
+- msgspec storage (`MsgspecMapper`) and snapshots every `SNAPSHOT_INTERVAL` events;
+- `execute(commands)`: many commands, one transaction. The adapters feed it a batch of broker
+  messages and ack them all once it returns, which is how one backend keeps up with the
+  broker. An optimistic-concurrency conflict (another backend wrote the same workflow)
+  evicts the cached aggregates and runs the batch again from the store;
+- the reads the adapters need: a workflow's state, its history, the notification log.
+
+Synchronous, like `eventsourcing`. Asynchronous callers run it in one dedicated thread
+(see `stepflow.adapters.backend`), never on the event loop.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from functools import singledispatchmethod
+from typing import Any, ClassVar
+from uuid import UUID
+
+import structlog
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, RecordConflictError
+
+from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
+from stepflow.engine.definitions import WorkflowDefinition
+from stepflow.engine.mapper import MsgspecMapper
+from stepflow.engine.snapshots import WorkflowSnapshot
+from stepflow.engine.state import WorkflowState
+from stepflow.engine.workflow import Rejected, Workflow, project_workflow
+
+log = structlog.get_logger("stepflow.engine")
+
+CONFLICT_RETRIES = 30  # with a jittered backoff, a few seconds at most before giving up
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class _Stale(Exception):
+    """A command was rejected by a cached aggregate that is behind the store."""
+
+
+class WorkflowEngine(Application[UUID]):
+    name = "stepflow"
+    env: ClassVar[dict[str, str]] = {
+        "AGGREGATE_CACHE_MAXSIZE": "5000",
+        # The cache is kept right by `execute` (evict on failure), not by re-reading the store
+        # before every command; a conflict with another backend is caught by the version check.
+        "AGGREGATE_CACHE_FASTFORWARD": "n",
+        "DEEPCOPY_FROM_AGGREGATE_CACHE": "n",
+    }
+    snapshotting_intervals: ClassVar[dict[type[Any], int]] = {Workflow: 1000}
+    snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {Workflow: project_workflow}
+    snapshot_class = WorkflowSnapshot  # type: ignore[assignment]
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return MsgspecMapper(
+            transcoder=JSONTranscoder(),
+            compressor=self.factory.compressor(),
+            cipher=self.factory.cipher(),
+        )
+
+    # --- commands ----------------------------------------------------------------------
+
+    def start_workflow(
+        self,
+        definition: WorkflowDefinition,
+        parameters: dict[str, Any] | None = None,
+        *,
+        workflow_id: UUID | None = None,
+        labels: Iterable[str] = (),
+        actor: str | None = None,
+        cause: str | None = None,
+    ) -> UUID:
+        """Validate the parameters, record the start and the first jobs; return the id.
+
+        A `DefinitionError` (bad parameters) is raised before anything is stored. Starting
+        again with the same `workflow_id` and `cause` is a no-op, so a retried request is safe.
+        """
+        workflow_id = workflow_id or uuid.uuid4()
+        workflow = Workflow.start(
+            workflow_id, definition, parameters or {}, now=utcnow(), labels=labels, actor=actor, cause=cause
+        )
+        try:
+            self.save(workflow)
+        except RecordConflictError:
+            existing = self.load(workflow_id)
+            if cause is not None and cause in existing.state.seen:
+                return workflow_id
+            raise Rejected(f"workflow {workflow_id} already exists") from None
+        log.info("workflow_started", workflow_id=str(workflow_id), definition=definition.identifier)
+        return workflow_id
+
+    def execute(self, commands: Sequence[cmd.Command]) -> list[cmd.Outcome]:
+        """Run commands in order and store every resulting event in one transaction."""
+        for attempt in range(CONFLICT_RETRIES):
+            touched: dict[UUID, Workflow] = {}
+            loaded: dict[UUID, int] = {}
+            try:
+                outcomes = [self._run(command, touched, loaded) for command in commands]
+                if touched:
+                    self.save(*touched.values())
+                return outcomes
+            except (RecordConflictError, _Stale):
+                self._evict(touched)
+                log.info("execute_conflict_retry", attempt=attempt + 1, commands=len(commands))
+                # Two backends racing on the same workflows collide again if they retry in
+                # lockstep: back off a little, at random (this runs in the store thread).
+                time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.2)))
+            except BaseException:
+                self._evict(touched)
+                raise
+        raise RuntimeError(f"gave up after {CONFLICT_RETRIES} concurrency conflicts")
+
+    def _run(self, command: cmd.Command, touched: dict[UUID, Workflow], loaded: dict[UUID, int]) -> cmd.Outcome:
+        workflow = touched.get(command.workflow_id)
+        try:
+            if workflow is None:
+                workflow = self.load(command.workflow_id)
+                touched[command.workflow_id] = workflow
+                loaded[command.workflow_id] = workflow.version
+            self._dispatch(command, workflow, utcnow())
+        except Rejected as error:
+            # A cached aggregate may be behind the store (another backend wrote this workflow):
+            # a write would fail the version check, but a rejection writes nothing, so check
+            # here, and run the batch again from the store rather than drop a good message.
+            if self.recorder.select_events(command.workflow_id, gt=loaded[command.workflow_id], limit=1):
+                raise _Stale from None
+            return cmd.Outcome(rejected=str(error))
+        except AggregateNotFoundError:
+            return cmd.Outcome(rejected=f"unknown workflow {command.workflow_id}")
+        return cmd.OK
+
+    @singledispatchmethod
+    def _dispatch(self, command: cmd.Command, workflow: Workflow, now: datetime) -> None:
+        raise TypeError(f"unknown command {type(command).__name__}")
+
+    @_dispatch.register
+    def _(self, c: cmd.RecordProgress, w: Workflow, now: datetime) -> None:
+        w.record_progress(c.job_id, c.progression, now=now, cause=c.cause, message=c.message, worker=c.worker)
+
+    @_dispatch.register
+    def _(self, c: cmd.RecordCompleted, w: Workflow, now: datetime) -> None:
+        w.record_completed(c.job_id, now=now, cause=c.cause, outputs=c.outputs,
+                           destination_paths=c.destination_paths,
+                           execution_duration=c.execution_duration, worker=c.worker)
+
+    @_dispatch.register
+    def _(self, c: cmd.RecordError, w: Workflow, now: datetime) -> None:
+        w.record_error(c.job_id, c.message, now=now, cause=c.cause, kind=c.kind,
+                       execution_duration=c.execution_duration, worker=c.worker)
+
+    @_dispatch.register
+    def _(self, c: cmd.RecordStopped, w: Workflow, now: datetime) -> None:
+        w.record_stopped(c.job_id, now=now, cause=c.cause, reason=c.reason)
+
+    @_dispatch.register
+    def _(self, c: cmd.RecordUnroutable, w: Workflow, now: datetime) -> None:
+        w.record_unroutable(c.job_id, c.job_type, now=now, cause=c.cause)
+
+    @_dispatch.register
+    def _(self, c: cmd.RecordTimeout, w: Workflow, now: datetime) -> None:
+        w.record_timeout(c.job_id, now=now, cause=c.cause)
+
+    @_dispatch.register
+    def _(self, c: cmd.RetryJob, w: Workflow, now: datetime) -> None:
+        w.retry_job(c.job_id, now=now, actor=c.actor, cause=c.cause)
+
+    @_dispatch.register
+    def _(self, c: cmd.PauseWorkflow, w: Workflow, now: datetime) -> None:
+        w.pause(now=now, actor=c.actor, cause=c.cause)
+
+    @_dispatch.register
+    def _(self, c: cmd.ResumeWorkflow, w: Workflow, now: datetime) -> None:
+        w.resume(now=now, actor=c.actor, cause=c.cause)
+
+    @_dispatch.register
+    def _(self, c: cmd.StopWorkflow, w: Workflow, now: datetime) -> None:
+        w.stop(now=now, reason=c.reason, actor=c.actor, cause=c.cause)
+
+    @_dispatch.register
+    def _(self, c: cmd.DeleteWorkflow, w: Workflow, now: datetime) -> None:
+        w.delete(now=now, actor=c.actor, cause=c.cause)
+
+    def record_quarantined(
+        self, key: str, *, message_id: str | None, queue: str, reason: str,
+        headers: dict[str, str], body: bytes,
+    ) -> bool:
+        """Record a quarantined message once (keyed by message id or body hash)."""
+        event = ev.MessageQuarantined(
+            originator_id=ev.quarantine_stream_id(key), originator_version=1, timestamp=utcnow(),
+            cause=message_id, message_id=message_id, queue=queue, reason=reason, headers=headers,
+            body_excerpt=body[:512].decode("utf-8", "replace"), body_size=len(body),
+        )
+        try:
+            self.save(event)
+        except RecordConflictError:
+            return False
+        return True
+
+    def record_refused(
+        self, *, actor: str, action: str, groups: Sequence[str] = (), definition: str | None = None,
+        workflow_id: str | None = None, request: str = "", reason: str = "",
+    ) -> UUID:
+        """Record an action refused for lack of rights, in a stream of its own; return its id."""
+        stream = ev.refusal_stream_id(str(uuid.uuid4()))
+        self.save(ev.ActionRefused(
+            originator_id=stream, originator_version=1, timestamp=utcnow(), actor=actor, action=action,
+            groups=tuple(groups), definition=definition, workflow_id=workflow_id, request=request,
+            reason=reason,
+        ))
+        log.info("action_refused", actor=actor, action=action, definition=definition, workflow_id=workflow_id)
+        return stream
+
+    def command(self, command: cmd.Command) -> None:
+        """One command from an operator or API: raise `Rejected` instead of returning it."""
+        (outcome,) = self.execute([command])
+        if outcome.rejected:
+            raise Rejected(outcome.rejected)
+
+    # --- reads -------------------------------------------------------------------------
+
+    def load(self, workflow_id: UUID, version: int | None = None) -> Workflow:
+        workflow: Workflow = self.repository.get(workflow_id, version=version, projector_func=project_workflow)
+        return workflow
+
+    def workflow_state(self, workflow_id: UUID, version: int | None = None) -> WorkflowState:
+        if version is None:
+            # A fresh copy from the store, never the cached aggregate a command may be changing.
+            return self.repository._reconstruct_aggregate(workflow_id, None, project_workflow).state
+        return self.load(workflow_id, version).state
+
+    def history(self, workflow_id: UUID) -> list[ev.Event]:
+        return list(self.events.get(workflow_id))  # type: ignore[arg-type]
+
+    def notifications(
+        self, after: int, limit: int, topics: Sequence[str] = (), stop: int | None = None
+    ) -> list[tuple[int, ev.Event]]:
+        """Stored events after a notification id (up to `stop`, inclusive), for outboxes and projections."""
+        items: Sequence[Notification] = self.recorder.select_notifications(
+            after, limit, stop=stop, topics=topics, inclusive_of_start=False
+        )
+        return [(n.id, self.mapper.to_domain_event(n)) for n in items]  # type: ignore[misc]
+
+    def max_notification_id(self) -> int:
+        return self.recorder.max_notification_id() or 0
+
+    def _evict(self, touched: dict[UUID, Workflow]) -> None:
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for workflow_id in touched:
+            try:
+                cache.get(workflow_id, evict=True)
+            except KeyError:
+                pass

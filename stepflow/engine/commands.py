@@ -1,0 +1,103 @@
+"""Commands to the engine: what adapters ask, as data, so a batch of them is one call.
+
+Every command names its workflow; those caused by a broker message carry its id (`cause`),
+which the aggregate uses to recognise a redelivery.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Union
+from uuid import UUID
+
+import msgspec
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    workflow_id: UUID
+    cause: str | None = None
+    actor: str | None = None
+
+
+class RecordProgress(Command, frozen=True, kw_only=True):
+    job_id: str
+    progression: int
+    message: str | None = None
+    worker: str | None = None
+
+
+class RecordCompleted(Command, frozen=True, kw_only=True):
+    job_id: str
+    outputs: dict[str, Any] = {}
+    destination_paths: tuple[str, ...] = ()
+    execution_duration: float | None = None
+    worker: str | None = None
+
+
+class RecordError(Command, frozen=True, kw_only=True):
+    job_id: str
+    message: str
+    kind: str | None = None
+    execution_duration: float | None = None
+    worker: str | None = None
+
+
+class RecordStopped(Command, frozen=True, kw_only=True):
+    job_id: str
+    reason: str = ""
+
+
+class RecordUnroutable(Command, frozen=True, kw_only=True):
+    job_id: str
+    job_type: str
+
+
+class RecordTimeout(Command, frozen=True, kw_only=True):
+    job_id: str
+
+
+class RetryJob(Command, frozen=True, kw_only=True):
+    job_id: str
+
+
+class PauseWorkflow(Command, frozen=True, kw_only=True):
+    pass
+
+
+class ResumeWorkflow(Command, frozen=True, kw_only=True):
+    pass
+
+
+class StopWorkflow(Command, frozen=True, kw_only=True):
+    reason: str = ""
+
+
+class DeleteWorkflow(Command, frozen=True, kw_only=True):
+    pass
+
+
+AnyCommand = Union[
+    RecordProgress,
+    RecordCompleted,
+    RecordError,
+    RecordStopped,
+    RecordUnroutable,
+    RecordTimeout,
+    RetryJob,
+    PauseWorkflow,
+    ResumeWorkflow,
+    StopWorkflow,
+    DeleteWorkflow,
+]
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What became of one command: recorded (maybe nothing new), or rejected with a reason."""
+
+    rejected: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.rejected is None
+
+
+OK = Outcome()

@@ -1,0 +1,106 @@
+"""Ports: what the engine side expects of a broker, whichever one is plugged in.
+
+`stepflow.adapters.amqp` (RabbitMQ) and `stepflow.adapters.memory` (in-process, embedded
+mode) implement these; the backend and the worker SDK are written against them only.
+Bodies are bytes: encoding belongs to `stepflow.adapters.protocol`, shared by both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+
+class Delivery(Protocol):
+    """One inbound message, held unacked until `ack`/`nack`/`quarantine` settles it."""
+
+    @property
+    def queue(self) -> str: ...  # the queue it came from: job_completed, job_queue_not_found, ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def message_id(self) -> str | None: ...
+
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+
+    @property
+    def content_type(self) -> str | None: ...
+
+    @property
+    def redelivered(self) -> bool: ...
+
+
+class Outgoing(Protocol):
+    """A message to publish: the broker copies these fields onto the wire."""
+
+    @property
+    def routing_key(self) -> str: ...
+
+    @property
+    def body(self) -> bytes: ...
+
+    @property
+    def message_id(self) -> str: ...
+
+    @property
+    def headers(self) -> Mapping[str, Any]: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    @property
+    def delay_s(self) -> float: ...
+
+
+class BackendBroker(Protocol):
+    """The backend's side: job orders out, responses and unroutable orders in."""
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
+        """Publish to `job_submit`; return only once the broker confirmed every one."""
+
+    async def publish_direct(self, message: Outgoing) -> None:
+        """Publish to `direct_messaging`, matched on the message's headers."""
+
+    async def next_batch(self, max_size: int, max_wait_s: float) -> Sequence[Delivery]:
+        """Wait for at least one inbound message, then gather up to `max_size` of them."""
+
+    async def ack(self, deliveries: Sequence[Delivery]) -> None: ...
+
+    async def quarantine(self, delivery: Delivery, reason: str) -> None:
+        """Keep a message we cannot use on the quarantine queue, with the reason; then ack it."""
+
+
+class WorkerBroker(Protocol):
+    """The worker's side: job orders of its types in, responses and announcements out."""
+
+    async def connect(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+    async def consume_orders(self, job_types: Sequence[str], prefetch: int) -> None:
+        """Declare and bind the job-type queues and start delivering to `next_order`."""
+
+    async def next_order(self) -> Delivery: ...
+
+    async def consume_direct(self, instance_id: str, job_types: Sequence[str]) -> None:
+        """Declare this instance's direct queue and start delivering to `next_direct`."""
+
+    async def next_direct(self) -> Delivery: ...
+
+    async def publish_response(self, message: Outgoing) -> None:
+        """Publish to `job_response` (or `worker_response`); return once confirmed."""
+
+    async def ack(self, delivery: Delivery) -> None: ...
+
+    async def reject(self, delivery: Delivery, requeue: bool) -> None: ...
+
+    async def pause_orders(self) -> None: ...
+
+    async def resume_orders(self) -> None: ...

@@ -1,0 +1,289 @@
+"""The state of one workflow, and `evolve`: how each event changes it.
+
+`evolve` is the only code that changes a `WorkflowState`; it never decides anything and never
+refuses an event (the log is the truth). State is a msgspec Struct so a snapshot is simply
+the encoded state. It is mutated in place for speed: a fan-out of thousands of jobs would
+otherwise copy the whole job table on every event.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from functools import singledispatch
+from typing import Any, Literal
+from uuid import UUID
+
+import msgspec
+
+from stepflow.engine import events as ev
+from stepflow.engine.definitions import WorkflowDefinition, topological_order
+
+JobStatus = Literal[
+    "queued", "processing", "completed", "error", "retrying", "retry_requested", "stopped", "unroutable"
+]
+StepStatus = Literal["waiting", "processing", "completed", "error", "skipped", "stopped"]
+WorkflowStatus = Literal["running", "paused", "completed", "error", "stopped", "deleted"]
+
+JOB_ACTIVE: frozenset[str] = frozenset({"queued", "processing"})
+JOB_FAILED: frozenset[str] = frozenset({"error", "stopped", "unroutable"})
+STEP_DONE: frozenset[str] = frozenset({"completed", "skipped"})
+WORKFLOW_FINAL: frozenset[str] = frozenset({"completed", "error", "stopped", "deleted"})
+
+
+class JobState(msgspec.Struct, kw_only=True):
+    job_id: str
+    step_id: str
+    index: int
+    attempt: int
+    job_type: str
+    parameters: dict[str, Any]
+    status: JobStatus = "queued"
+    priority: int = 0
+    timeout_s: float | None = None
+    submitted_at: datetime
+    not_before: datetime
+    started_at: datetime | None = None
+    ended_at: datetime | None = None
+    last_activity: datetime
+    progression: int = 0
+    message: str | None = None
+    outputs: dict[str, Any] = {}
+    error: str | None = None
+    error_kind: str | None = None
+    worker: str | None = None
+    execution_duration: float | None = None
+
+
+class StepState(msgspec.Struct, kw_only=True):
+    step_id: str
+    order: int
+    status: StepStatus = "waiting"
+    jobs: list[str] = []  # the current attempt's job id, per fan-out index
+    outputs: dict[str, Any] = {}
+    reason: str | None = None
+
+
+class WorkflowState(msgspec.Struct, kw_only=True):
+    id: UUID
+    version: int
+    definition: WorkflowDefinition
+    parameters: dict[str, Any]
+    labels: tuple[str, ...] = ()
+    status: WorkflowStatus = "running"
+    steps: dict[str, StepState]
+    jobs: dict[str, JobState] = {}
+    seen: set[str] = set()
+    started_at: datetime
+    ended_at: datetime | None = None
+    reason: str | None = None
+    started_by: str | None = None
+
+    def current_jobs(self, step_id: str) -> list[JobState]:
+        return [self.jobs[job_id] for job_id in self.steps[step_id].jobs]
+
+
+def initial_state(event: ev.WorkflowStarted) -> WorkflowState:
+    order = topological_order(event.definition)
+    return WorkflowState(
+        id=event.originator_id,
+        version=event.originator_version,
+        definition=event.definition,
+        parameters=event.parameters,
+        labels=event.labels,
+        steps={step_id: StepState(step_id=step_id, order=i) for i, step_id in enumerate(order)},
+        started_at=event.timestamp,
+        started_by=event.actor,
+        seen={event.cause} if event.cause else set(),
+    )
+
+
+def evolve(state: WorkflowState | None, event: ev.Event) -> WorkflowState:
+    """Apply one event; the first event of a stream creates the state."""
+    if state is None:
+        assert isinstance(event, ev.WorkflowStarted), event
+        return initial_state(event)
+    state.version = event.originator_version
+    if event.cause:
+        state.seen.add(event.cause)
+    _apply(event, state)
+    return state
+
+
+@singledispatch
+def _apply(event: ev.Event, state: WorkflowState) -> None:
+    raise TypeError(f"no evolve rule for {type(event).__name__}")
+
+
+@_apply.register
+def _(event: ev.WorkflowStarted, state: WorkflowState) -> None:
+    raise ValueError("a workflow starts once")
+
+
+@_apply.register
+def _(event: ev.JobSubmitted, state: WorkflowState) -> None:
+    state.jobs[event.job_id] = JobState(
+        job_id=event.job_id,
+        step_id=event.step_id,
+        index=event.index,
+        attempt=event.attempt,
+        job_type=event.job_type,
+        parameters=event.parameters,
+        priority=event.priority,
+        timeout_s=event.timeout_s,
+        submitted_at=event.timestamp,
+        not_before=_after(event.timestamp, event.delay_s),
+        last_activity=_after(event.timestamp, event.delay_s),
+    )
+    step = state.steps[event.step_id]
+    step.status = "processing"
+    if event.index < len(step.jobs):
+        step.jobs[event.index] = event.job_id
+    else:
+        step.jobs.append(event.job_id)
+
+
+def _after(moment: datetime, seconds: float) -> datetime:
+    return moment + timedelta(seconds=seconds) if seconds else moment
+
+
+@_apply.register
+def _(event: ev.JobProgressed, state: WorkflowState) -> None:
+    job = state.jobs[event.job_id]
+    job.status = "processing"
+    job.progression = event.progression
+    job.message = event.message
+    job.last_activity = event.timestamp
+    job.started_at = job.started_at or event.timestamp
+    job.worker = event.worker or job.worker
+
+
+@_apply.register
+def _(event: ev.JobCompleted, state: WorkflowState) -> None:
+    job = state.jobs[event.job_id]
+    job.status = "completed"
+    job.progression = 100
+    job.outputs = event.outputs
+    job.ended_at = job.last_activity = event.timestamp
+    job.worker = event.worker or job.worker
+    job.execution_duration = event.execution_duration
+
+
+@_apply.register
+def _(event: ev.JobErrored, state: WorkflowState) -> None:
+    _fail_job(state, event.job_id, event.timestamp, "error", event.message, event.kind)
+    job = state.jobs[event.job_id]
+    job.worker = event.worker or job.worker
+    job.execution_duration = event.execution_duration
+
+
+@_apply.register
+def _(event: ev.JobTimedOut, state: WorkflowState) -> None:
+    message = f"no response within {event.timeout_s:g}s"
+    _fail_job(state, event.job_id, event.timestamp, "error", message, "timeout")
+
+
+@_apply.register
+def _(event: ev.JobUnroutable, state: WorkflowState) -> None:
+    message = f"no queue serves job type {event.job_type!r}"
+    _fail_job(state, event.job_id, event.timestamp, "unroutable", message, "unroutable")
+
+
+@_apply.register
+def _(event: ev.JobStopped, state: WorkflowState) -> None:
+    _fail_job(state, event.job_id, event.timestamp, "stopped", event.reason or "stopped", "stopped")
+
+
+def _fail_job(
+    state: WorkflowState, job_id: str, at: datetime, status: JobStatus, message: str, kind: str | None
+) -> None:
+    job = state.jobs[job_id]
+    job.status = status
+    job.error = message
+    job.error_kind = kind
+    job.ended_at = job.last_activity = at
+
+
+@_apply.register
+def _(event: ev.JobRetryRequested, state: WorkflowState) -> None:
+    job = state.jobs[event.job_id]
+    job.status = "retry_requested"
+    step = state.steps[job.step_id]
+    step.status = "processing"
+    step.reason = None
+    if state.status == "error":
+        state.status = "running"
+        state.reason = None
+        state.ended_at = None
+
+
+@_apply.register
+def _(event: ev.JobRetryScheduled, state: WorkflowState) -> None:
+    state.jobs[event.job_id].status = "retrying"
+
+
+@_apply.register
+def _(event: ev.StepCompleted, state: WorkflowState) -> None:
+    step = state.steps[event.step_id]
+    step.status = "completed"
+    step.outputs = event.outputs
+
+
+@_apply.register
+def _(event: ev.StepSkipped, state: WorkflowState) -> None:
+    step = state.steps[event.step_id]
+    step.status = "skipped"
+    step.reason = event.reason
+
+
+@_apply.register
+def _(event: ev.StepFailed, state: WorkflowState) -> None:
+    step = state.steps[event.step_id]
+    step.status = "error"
+    step.reason = event.reason
+
+
+@_apply.register
+def _(event: ev.WorkflowPaused, state: WorkflowState) -> None:
+    state.status = "paused"
+
+
+@_apply.register
+def _(event: ev.WorkflowResumed, state: WorkflowState) -> None:
+    state.status = "running"
+
+
+@_apply.register
+def _(event: ev.WorkflowStopped, state: WorkflowState) -> None:
+    _halt(state, event.timestamp, "stopped", event.reason or "stopped by operator")
+
+
+@_apply.register
+def _(event: ev.WorkflowDeleted, state: WorkflowState) -> None:
+    _halt(state, event.timestamp, "deleted", "deleted")
+
+
+def _halt(state: WorkflowState, at: datetime, status: WorkflowStatus, reason: str) -> None:
+    state.status = status
+    state.reason = reason
+    state.ended_at = state.ended_at or at
+    for job in state.jobs.values():
+        if job.status in JOB_ACTIVE or job.status == "retry_requested":
+            job.status = "stopped"
+            job.error = reason
+            job.ended_at = at
+    for step in state.steps.values():
+        if step.status in ("waiting", "processing"):
+            step.status = "stopped"
+
+
+@_apply.register
+def _(event: ev.WorkflowCompleted, state: WorkflowState) -> None:
+    state.status = "completed"
+    state.ended_at = event.timestamp
+
+
+@_apply.register
+def _(event: ev.WorkflowFailed, state: WorkflowState) -> None:
+    state.status = "error"
+    state.reason = event.reason
+    state.ended_at = event.timestamp

@@ -1,0 +1,216 @@
+"""The Workflow aggregate: commands check a fact against the state, record it, then settle.
+
+A command either records its fact (and the decisions that follow from it), records nothing
+(the message was already applied: same message id, or a late progression), or raises
+`Rejected` with a reason the adapter can quarantine. It never does I/O.
+
+The class satisfies what `eventsourcing` asks of an aggregate: `id`, `version` and
+`collect_events()`; the repository rebuilds it with `project_workflow`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from stepflow.engine import events as ev
+from stepflow.engine.decisions import decide
+from stepflow.engine.definitions import WorkflowDefinition, resolve_parameters
+from stepflow.engine.snapshots import WorkflowSnapshot
+from stepflow.engine.state import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL, WorkflowState, evolve
+
+
+class Rejected(ValueError):
+    """A command that makes no sense for this workflow; nothing was recorded."""
+
+
+class Workflow:
+    def __init__(self, state: WorkflowState) -> None:
+        self.state = state
+        self._pending: list[ev.Event] = []
+
+    @property
+    def id(self) -> UUID:
+        return self.state.id
+
+    @property
+    def version(self) -> int:
+        return self.state.version
+
+    def collect_events(self) -> list[ev.Event]:
+        pending, self._pending = self._pending, []
+        return pending
+
+    # --- commands ----------------------------------------------------------------------
+
+    @classmethod
+    def start(
+        cls,
+        workflow_id: UUID,
+        definition: WorkflowDefinition,
+        parameters: dict[str, Any],
+        *,
+        now: datetime,
+        labels: Iterable[str] = (),
+        actor: str | None = None,
+        cause: str | None = None,
+    ) -> Workflow:
+        started = ev.WorkflowStarted(
+            originator_id=workflow_id,
+            originator_version=1,
+            timestamp=now,
+            definition=definition,
+            parameters=resolve_parameters(definition, parameters),
+            labels=tuple(labels),
+            actor=actor,
+            cause=cause,
+        )
+        workflow = cls(evolve(None, started))
+        workflow._pending.append(started)
+        workflow._settle(now)
+        return workflow
+
+    def record_progress(
+        self, job_id: str, progression: int, *, now: datetime, cause: str | None = None,
+        message: str | None = None, worker: str | None = None,
+    ) -> None:
+        if self._seen(cause):
+            return
+        job = self._job(job_id)
+        if job.status not in JOB_ACTIVE or self.state.status in WORKFLOW_FINAL:
+            return  # progress may overtake a completion on another queue: not an error
+        self._record(ev.JobProgressed, now, cause, None, job_id=job_id,
+                     progression=max(0, min(100, progression)), message=message, worker=worker)
+
+    def record_completed(
+        self, job_id: str, *, now: datetime, cause: str | None = None,
+        outputs: dict[str, Any] | None = None, destination_paths: Iterable[str] = (),
+        execution_duration: float | None = None, worker: str | None = None,
+    ) -> None:
+        if self._seen(cause):
+            return
+        self._expect_active(job_id, "completion")
+        self._record(ev.JobCompleted, now, cause, None, job_id=job_id, outputs=outputs or {},
+                     destination_paths=tuple(destination_paths),
+                     execution_duration=execution_duration, worker=worker)
+
+    def record_error(
+        self, job_id: str, message: str, *, now: datetime, cause: str | None = None,
+        kind: str | None = None, execution_duration: float | None = None, worker: str | None = None,
+    ) -> None:
+        if self._seen(cause):
+            return
+        self._expect_active(job_id, "error")
+        self._record(ev.JobErrored, now, cause, None, job_id=job_id, message=message, kind=kind,
+                     execution_duration=execution_duration, worker=worker)
+
+    def record_stopped(self, job_id: str, *, now: datetime, cause: str | None = None, reason: str = "") -> None:
+        if self._seen(cause):
+            return
+        job = self._job(job_id)
+        if job.status not in JOB_ACTIVE:
+            return  # the answer to our own stop order, after the workflow already stopped it
+        self._record(ev.JobStopped, now, cause, None, job_id=job_id, reason=reason)
+
+    def record_unroutable(self, job_id: str, job_type: str, *, now: datetime, cause: str | None = None) -> None:
+        if self._seen(cause):
+            return
+        if self._job(job_id).status not in JOB_ACTIVE:
+            return
+        self._record(ev.JobUnroutable, now, cause, None, job_id=job_id, job_type=job_type)
+
+    def record_timeout(self, job_id: str, *, now: datetime, cause: str | None = None) -> None:
+        if self._seen(cause):
+            return
+        job = self._job(job_id)
+        if job.status not in JOB_ACTIVE or job.timeout_s is None:
+            return
+        self._record(ev.JobTimedOut, now, cause, None, job_id=job_id, timeout_s=job.timeout_s)
+
+    def retry_job(self, job_id: str, *, now: datetime, actor: str | None = None, cause: str | None = None) -> None:
+        if self._seen(cause):
+            return
+        job = self._job(job_id)
+        if self.state.steps[job.step_id].jobs[job.index] != job_id:
+            raise Rejected(f"job {job_id} was already retried; retry its latest attempt")
+        if job.status not in JOB_FAILED:
+            raise Rejected(f"job {job_id} is {job.status}; only an errored, stopped or unroutable job can be retried")
+        if self.state.status not in ("running", "paused", "error"):
+            raise Rejected(f"workflow is {self.state.status}")
+        self._record(ev.JobRetryRequested, now, cause, actor, job_id=job_id)
+
+    def pause(self, *, now: datetime, actor: str | None = None, cause: str | None = None) -> None:
+        if self._seen(cause) or self.state.status == "paused":
+            return
+        self._expect_status("running", "pause")
+        self._record(ev.WorkflowPaused, now, cause, actor)
+
+    def resume(self, *, now: datetime, actor: str | None = None, cause: str | None = None) -> None:
+        if self._seen(cause) or self.state.status == "running":
+            return
+        self._expect_status("paused", "resume")
+        self._record(ev.WorkflowResumed, now, cause, actor)
+
+    def stop(self, *, now: datetime, reason: str = "", actor: str | None = None, cause: str | None = None) -> None:
+        if self._seen(cause) or self.state.status == "stopped":
+            return
+        if self.state.status in WORKFLOW_FINAL:
+            raise Rejected(f"workflow is already {self.state.status}")
+        self._record(ev.WorkflowStopped, now, cause, actor, reason=reason, jobs=tuple(self.active_jobs()))
+
+    def delete(self, *, now: datetime, actor: str | None = None, cause: str | None = None) -> None:
+        if self._seen(cause) or self.state.status == "deleted":
+            return
+        self._record(ev.WorkflowDeleted, now, cause, actor, jobs=tuple(self.active_jobs()))
+
+    # --- mechanics ---------------------------------------------------------------------
+
+    def active_jobs(self) -> list[str]:
+        return [j.job_id for j in self.state.jobs.values() if j.status in JOB_ACTIVE]
+
+    def _seen(self, cause: str | None) -> bool:
+        return cause is not None and cause in self.state.seen
+
+    def _job(self, job_id: str) -> Any:
+        try:
+            return self.state.jobs[job_id]
+        except KeyError:
+            raise Rejected(f"workflow {self.id} has no job {job_id}") from None
+
+    def _expect_active(self, job_id: str, what: str) -> None:
+        job = self._job(job_id)
+        if job.status not in JOB_ACTIVE:
+            raise Rejected(f"{what} for job {job_id}, which is already {job.status}")
+
+    def _expect_status(self, status: str, what: str) -> None:
+        if self.state.status != status:
+            raise Rejected(f"cannot {what} a workflow that is {self.state.status}")
+
+    def _record(self, cls: type[ev.Event], now: datetime, cause: str | None, actor: str | None, **fields: Any) -> None:
+        event = cls(originator_id=self.id, originator_version=self.version + 1, timestamp=now,
+                    cause=cause, actor=actor, **fields)
+        self._apply(event)
+        self._settle(now)
+
+    def _apply(self, event: ev.Event) -> None:
+        self.state = evolve(self.state, event)
+        self._pending.append(event)
+
+    def _settle(self, now: datetime) -> None:
+        while decisions := decide(self.state, now):
+            for event in decisions:
+                self._apply(event)
+
+
+def project_workflow(workflow: Workflow | None, events: Iterable[ev.Event]) -> Workflow | None:
+    """Fold stored events (or a snapshot then events) into a Workflow for the repository."""
+    state = workflow.state if workflow is not None else None
+    for event in events:
+        if isinstance(event, WorkflowSnapshot):
+            state = event.restore()
+        else:
+            state = evolve(state, event)
+    return Workflow(state) if state is not None else None
+
