@@ -38,6 +38,7 @@ from stepflow.adapters.http.hooks import HookFollower
 from stepflow.adapters.http.notifications import NOTIFICATION, Notifier
 from stepflow.adapters.inbox import Malformed, message_key, translate
 from stepflow.adapters.outbox import OutboxReader
+from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
@@ -67,11 +68,6 @@ def _crash() -> None:
 
 
 T = TypeVar("T")
-
-def _already_exists(error: BaseException) -> bool:
-    """A concurrent CREATE TABLE IF NOT EXISTS lost the race (PostgreSQL)."""
-    return "already exists" in str(error) or "pg_type_typname_nsp_index" in str(error)
-
 
 WorkerListener = Callable[[p.WorkerDiscovery | p.WorkerStatus, datetime], None]
 
@@ -122,18 +118,9 @@ class Backend:
 
     async def start(self) -> None:
         await self.broker.connect()
-        for attempt in range(5):
-            try:
-                self._outbox = await self.in_store(OutboxReader, self.engine)
-                await self.hooks.prepare()
-                break
-            except Exception as error:
-                # Two backends starting on a fresh PostgreSQL schema race to create the same
-                # tracking table; the loser's CREATE ... IF NOT EXISTS fails. Try again.
-                if not _already_exists(error) or attempt == 4:
-                    raise
-                log.info("store_table_race_retry", error=repr(error)[:200])
-                await asyncio.sleep(0.1 * (attempt + 1))
+        # Two backends starting on a fresh store race to create the same tracking tables.
+        self._outbox = await despite_ddl_race(lambda: self.in_store(OutboxReader, self.engine))
+        await despite_ddl_race(self.hooks.prepare)
         await self.in_store(self._load_deadlines)
         self._tasks = [
             asyncio.create_task(self._inbox_loop(), name="stepflow-inbox"),

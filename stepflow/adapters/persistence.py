@@ -10,10 +10,20 @@ from `POSTGRES_PASSWORD`, and never logged: `describe()` gives a safe form for l
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar, overload
 from urllib.parse import parse_qs, unquote, urlparse
 
+import structlog
+
 from stepflow.engine.application import WorkflowEngine
+
+log = structlog.get_logger("stepflow.persistence")
+T = TypeVar("T")
 
 DEFAULT_STORE = "sqlite:///stepflow.sqlite"
 
@@ -62,4 +72,63 @@ def describe(url: str) -> str:
 
 
 def open_engine(url: str | None = None) -> WorkflowEngine:
-    return WorkflowEngine(env=engine_env(store_url(url)))
+    env = engine_env(store_url(url))
+    with _ddl_lock(env):
+        return WorkflowEngine(env=env)
+
+
+@contextmanager
+def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
+    """Hold a PostgreSQL advisory lock while `eventsourcing` creates its tables.
+
+    Its start-up DDL includes `CREATE OR REPLACE FUNCTION`, which PostgreSQL does not make safe
+    against itself: two processes opening a fresh schema at once fail with "tuple concurrently
+    updated". The lock (per database and schema, released with its connection) makes the second
+    one wait and then find everything in place. SQLite serialises DDL by its file lock already.
+    """
+    if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(
+        dbname=env["POSTGRES_DBNAME"], host=env["POSTGRES_HOST"], port=env["POSTGRES_PORT"],
+        user=env["POSTGRES_USER"], password=env["POSTGRES_PASSWORD"] or None, autocommit=True,
+        connect_timeout=10,
+    ) as conn:
+        key = f"stepflow-ddl:{env['POSTGRES_DBNAME']}:{env.get('POSTGRES_SCHEMA', 'public')}"
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
+        yield
+
+
+# What a process sees when another one created the same store a moment before it:
+# - a CREATE ... IF NOT EXISTS that lost (PostgreSQL checks the catalog before it locks it);
+# - eventsourcing's single-row tracking table, whose "__migration__" row is inserted after a
+#   check made outside the transaction (SQLite and PostgreSQL);
+# - SQLite switching a new file to WAL, which fails at once, without waiting, when another
+#   connection is doing the same (an ordinary lock wait is covered by the 10 s busy timeout).
+_DDL_RACES = ("already exists", "pg_type_typname_nsp_index", "tuple concurrently updated",
+              "Failed to record tracking for __migration__", "database is locked")
+
+
+def lost_ddl_race(error: BaseException) -> bool:
+    return any(sign in str(error) for sign in _DDL_RACES)
+
+
+@overload
+async def despite_ddl_race(call: Callable[[], Awaitable[T]], attempts: int = 5) -> T: ...
+@overload
+async def despite_ddl_race(call: Callable[[], T], attempts: int = 5) -> T: ...
+async def despite_ddl_race(call: Callable[[], Any], attempts: int = 5) -> Any:
+    """`call()`, again if it lost a race with another process creating the same tables, which
+    is what two backends starting at once on a fresh store do. Whatever else fails, fails."""
+    for attempt in range(attempts):
+        try:
+            result = call()
+            return await result if inspect.isawaitable(result) else result
+        except Exception as error:
+            if not lost_ddl_race(error) or attempt == attempts - 1:
+                raise
+            log.info("store_table_race_retry", error=repr(error)[:200], attempt=attempt + 1)
+            await asyncio.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")

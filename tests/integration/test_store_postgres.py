@@ -45,3 +45,5 @@ class TestPostgresStore(StoreContract):
             }
         assert "stepflow_events" in tables
         assert [type(e).__name__ for e in open_engine().history(workflow_id)] == ["WorkflowStarted", "JobSubmitted"]
+
+

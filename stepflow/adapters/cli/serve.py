@@ -99,17 +99,17 @@ async def serve(url: str, store: str, prefix: str = "", *, batch_size: int = 256
                 http: str | None = None, definitions: list[str] | None = None) -> int:
     from stepflow.adapters.amqp import AmqpBackendBroker
     from stepflow.adapters.backend import Backend
-    from stepflow.adapters.persistence import open_engine
+    from stepflow.adapters.persistence import despite_ddl_race, open_engine
 
     try:
-        engine = await _despite_table_race(open_engine, store)
+        engine = await despite_ddl_race(lambda: open_engine(store))
     except Exception as error:  # noqa: BLE001  a store we cannot open: say which, without its password
         log.error("store_unreachable", store=describe(store), error=_safe(error, store))
         return EXIT_UNREACHABLE
     from stepflow.adapters.read_side import ReadSide
 
     broker = AmqpBackendBroker(url, prefix=prefix, prefetch=prefetch)
-    read_side = await _despite_table_race(ReadSide, engine) if projections else None
+    read_side = await despite_ddl_race(lambda: ReadSide(engine)) if projections else None
     http_service = None
     if http:
         from stepflow.adapters.http.server import HttpService
@@ -165,21 +165,6 @@ async def serve(url: str, store: str, prefix: str = "", *, batch_size: int = 256
         engine.close()
     log.info("stopped", **backend.stats)
     return code
-
-
-async def _despite_table_race(fn: Any, *args: Any) -> Any:
-    """`fn(*args)`, again if it lost a race with another process creating the same tables
-    (two backends starting at once on a fresh PostgreSQL schema)."""
-    from stepflow.adapters.backend import _already_exists
-
-    for attempt in range(5):
-        try:
-            return fn(*args)
-        except Exception as error:
-            if not _already_exists(error) or attempt == 4:
-                raise
-            log.info("store_table_race_retry", error=repr(error)[:200])
-            await asyncio.sleep(0.1 * (attempt + 1))
 
 
 def _worker_logger(read_side: Any = None) -> Any:
