@@ -184,12 +184,13 @@ class Backend:
         commands: list[cmd.Command] = []
         carriers: list[Delivery] = []
         done: list[Delivery] = []
+        rejects: list[tuple[Delivery, str]] = []
         now = datetime.now(timezone.utc)
         for delivery in batch:
             try:
                 item = translate(delivery, self.max_body)
             except Malformed as error:
-                await self._quarantine(delivery, str(error))
+                rejects.append((delivery, str(error)))
                 continue
             if isinstance(item, cmd.Command):
                 commands.append(item)
@@ -202,7 +203,7 @@ class Backend:
             outcomes = await self.in_store(self.engine.execute, commands)
             for delivery, command, outcome in zip(carriers, commands, outcomes, strict=True):
                 if outcome.rejected:
-                    await self._quarantine(delivery, outcome.rejected)
+                    rejects.append((delivery, outcome.rejected))
                 else:
                     done.append(delivery)
                     self._track(command, now)
@@ -213,20 +214,26 @@ class Backend:
                 await self.broker.ack(done[: len(done) // 2])
                 _crash()
                 done = done[len(done) // 2:]
+        if rejects:
+            await self._quarantine(rejects)
         await self.broker.ack(done)
         self.stats["batches"] += 1
         self.stats["messages"] += len(batch)
         self.batch_sizes[len(batch)] += 1
 
-    async def _quarantine(self, delivery: Delivery, reason: str) -> None:
-        self.stats["quarantined"] += 1
-        headers = {str(k): str(v)[:200] for k, v in delivery.headers.items()}
-        log.warning("message_quarantined", queue=delivery.queue, message_id=delivery.message_id, reason=reason)
-        await self.in_store(
-            self.engine.record_quarantined, message_key(delivery), message_id=delivery.message_id,
-            queue=delivery.queue, reason=reason, headers=headers, body=delivery.body,
-        )
-        await self.broker.quarantine(delivery, reason)
+    async def _quarantine(self, rejects: Sequence[tuple[Delivery, str]]) -> None:
+        """Record the batch's unusable messages in one transaction, then keep and ack them."""
+        self.stats["quarantined"] += len(rejects)
+        messages = []
+        for delivery, reason in rejects:
+            log.warning("message_quarantined", queue=delivery.queue, message_id=delivery.message_id, reason=reason)
+            messages.append(cmd.Quarantine(
+                key=message_key(delivery), message_id=delivery.message_id, queue=delivery.queue,
+                reason=reason, headers={str(k): str(v)[:200] for k, v in delivery.headers.items()},
+                body=delivery.body,
+            ))
+        await self.in_store(self.engine.record_quarantined, messages)
+        await self.broker.quarantine(rejects)
 
     # --- outbox ------------------------------------------------------------------------
 

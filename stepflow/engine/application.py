@@ -14,6 +14,7 @@ Synchronous, like `eventsourcing`. Asynchronous callers run it in one dedicated 
 
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 import uuid
@@ -190,21 +191,35 @@ class WorkflowEngine(Application[UUID]):
     def _(self, c: cmd.DeleteWorkflow, w: Workflow, now: datetime) -> None:
         w.delete(now=now, actor=c.actor, cause=c.cause)
 
-    def record_quarantined(
-        self, key: str, *, message_id: str | None, queue: str, reason: str,
-        headers: dict[str, str], body: bytes,
-    ) -> bool:
-        """Record a quarantined message once (keyed by message id or body hash)."""
-        event = ev.MessageQuarantined(
-            originator_id=ev.quarantine_stream_id(key), originator_version=1, timestamp=utcnow(),
-            cause=message_id, message_id=message_id, queue=queue, reason=reason, headers=headers,
-            body_excerpt=body[:512].decode("utf-8", "replace"), body_size=len(body),
-        )
+    def record_quarantined(self, messages: Sequence[cmd.Quarantine]) -> list[bool]:
+        """Record each quarantined message once; True where this call recorded it.
+
+        A flood of garbage must not cost a transaction per message, so the whole batch is one
+        save; only when one of them was recorded before (a redelivery, or a key shared in the
+        batch) does it fall back to one save each, so that the others still land.
+        """
+        events: dict[str, ev.MessageQuarantined] = {}
+        for message in messages:
+            events.setdefault(message.key, ev.MessageQuarantined(
+                originator_id=ev.quarantine_stream_id(message.key), originator_version=1,
+                timestamp=utcnow(), cause=message.message_id, message_id=message.message_id,
+                queue=message.queue, reason=message.reason, headers=message.headers,
+                body_excerpt=message.body[:512].decode("utf-8", "replace"), body_size=len(message.body),
+            ))
+        recorded: set[str] = set()
         try:
-            self.save(event)
+            self.save(*events.values())
+            recorded.update(events)
         except RecordConflictError:
-            return False
-        return True
+            for key, event in events.items():
+                with contextlib.suppress(RecordConflictError):
+                    self.save(event)
+                    recorded.add(key)
+        firsts = []
+        for message in messages:  # a key shared in the batch: its first message recorded it
+            firsts.append(message.key in recorded)
+            recorded.discard(message.key)
+        return firsts
 
     def record_refused(
         self, *, actor: str, action: str, groups: Sequence[str] = (), definition: str | None = None,

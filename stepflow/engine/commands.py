@@ -101,3 +101,15 @@ class Outcome(msgspec.Struct, frozen=True):
 
 
 OK = Outcome()
+
+
+class Quarantine(msgspec.Struct, frozen=True, kw_only=True):
+    """Keep a message we could not use: recorded once per `key` (its message id, or a hash
+    of its body when it has none), in a one-event stream of its own, not in a workflow."""
+
+    key: str
+    queue: str
+    reason: str
+    message_id: str | None = None
+    headers: dict[str, str] = {}
+    body: bytes = b""

@@ -73,8 +73,9 @@ class BackendBroker(Protocol):
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 
-    async def quarantine(self, delivery: Delivery, reason: str) -> None:
-        """Keep a message we cannot use on the quarantine queue, with the reason; then ack it."""
+    async def quarantine(self, rejects: Sequence[tuple[Delivery, str]]) -> None:
+        """Keep messages we cannot use on the quarantine queue, each with its reason; ack them
+        once the broker has confirmed every copy."""
 
 
 class WorkerBroker(Protocol):

@@ -196,3 +196,20 @@ class StoreContract:
         stored = engine.notifications(before, 100)
         assert [n for n, _ in stored] == list(range(before + 1, before + 1 + len(stored)))
         assert [e.originator_id for _, e in stored if type(e).__name__ == "JobCompleted"] == ids
+
+    def test_quarantined_messages_are_recorded_once_each_in_one_batch(self, open_engine: EngineFactory) -> None:
+        engine = open_engine()
+
+        def kept(key: str, reason: str = "invalid JSON") -> cmd.Quarantine:
+            return cmd.Quarantine(key=key, message_id=key, queue="job_completed", reason=reason,
+                                  headers={"h": "v"}, body=b"{not json")
+
+        before = engine.max_notification_id()
+        assert engine.record_quarantined([kept("a"), kept("b"), kept("a", "again")]) == [True, True, False]
+        one_commit = engine.notifications(before, 100)
+        assert [(e.message_id, e.reason) for _, e in one_commit] == [("a", "invalid JSON"), ("b", "invalid JSON")]
+
+        # "b" is a redelivery: the batch conflicts as a whole, and the others still land once
+        assert engine.record_quarantined([kept("c"), kept("b"), kept("d")]) == [True, False, True]
+        recorded = [e.message_id for _, e in engine.notifications(before, 100)]
+        assert sorted(recorded) == ["a", "b", "c", "d"]

@@ -152,7 +152,12 @@ class AmqpBackendBroker:
         if outstanding is not None:
             outstanding.discard(delivery.delivery_tag)
 
-    async def quarantine(self, delivery: Any, reason: str) -> None:
+    async def quarantine(self, rejects: Sequence[tuple[Any, str]]) -> None:
+        """All copies at once (confirms pipeline), then one ack for the lot."""
+        await asyncio.gather(*(self._keep(delivery, reason) for delivery, reason in rejects))
+        await self.ack([delivery for delivery, _ in rejects])
+
+    async def _keep(self, delivery: AmqpDelivery, reason: str) -> None:
         headers = {**delivery.headers, "x-quarantine-reason": reason[:1000], "x-original-queue": delivery.queue}
         message = aio_pika.Message(
             delivery.body, message_id=delivery.message_id, content_type=delivery.content_type,
@@ -161,7 +166,6 @@ class AmqpBackendBroker:
         assert self._publish is not None, "connect first"
         await publish_confirmed(self._publish.default_exchange, message, self.topology.quarantine,
                                 what="quarantine")
-        await self._settle_one(delivery)
 
 
 def ack_plan(outstanding: set[int], tags: Sequence[int]) -> tuple[int, list[int]]:

@@ -203,9 +203,10 @@ class MemoryBackendBroker:
         for delivery in deliveries:
             self.broker.settle(delivery)
 
-    async def quarantine(self, delivery: Any, reason: str) -> None:
-        self.broker.quarantined.append((delivery, reason))
-        self.broker.settle(delivery)
+    async def quarantine(self, rejects: Sequence[tuple[Any, str]]) -> None:
+        for delivery, reason in rejects:
+            self.broker.quarantined.append((delivery, reason))
+            self.broker.settle(delivery)
 
 
 class MemoryWorkerBroker:
