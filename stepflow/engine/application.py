@@ -195,8 +195,7 @@ class WorkflowEngine(Application[UUID]):
         """Record each quarantined message once; True where this call recorded it.
 
         A flood of garbage must not cost a transaction per message, so the whole batch is one
-        save; only when one of them was recorded before (a redelivery, or a key shared in the
-        batch) does it fall back to one save each, so that the others still land.
+        save, and a batch holding a redelivery is one more.
         """
         events: dict[str, ev.MessageQuarantined] = {}
         for message in messages:
@@ -211,10 +210,18 @@ class WorkflowEngine(Application[UUID]):
             self.save(*events.values())
             recorded.update(events)
         except RecordConflictError:
-            for key, event in events.items():
-                with contextlib.suppress(RecordConflictError):
-                    self.save(event)
-                    recorded.add(key)
+            # Leave out what is there already (reads are cheap, commits are not) and try once
+            # more; only a race with another backend gets down to one save each.
+            fresh = {key: event for key, event in events.items()
+                     if not self.recorder.select_events(event.originator_id, limit=1)}
+            try:
+                self.save(*fresh.values())
+                recorded.update(fresh)
+            except RecordConflictError:
+                for key, event in fresh.items():
+                    with contextlib.suppress(RecordConflictError):
+                        self.save(event)
+                        recorded.add(key)
         firsts = []
         for message in messages:  # a key shared in the batch: its first message recorded it
             firsts.append(message.key in recorded)
