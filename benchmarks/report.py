@@ -118,6 +118,20 @@ def markdown(results: dict[str, Any]) -> str:
             lines.append(f"| {LABELS[c]} | {_f(r['offered_workflows_per_s'])} ({_f(r['offered_jobs_per_s'], 0)}) | "
                          f"{_pcts(r['step_latency_ms'])} | {_pcts(r['handler_gap_ms'])} | {_pcts(r['e2e_ms'])} |")
         lines.append("")
+        staged = {c: r["extra"]["stages"] for c, r in la["results"].items() if (r.get("extra") or {}).get("stages")}
+        if staged:
+            lines += [
+                ("Where a stepflow step's time goes in the backend (p50 / p99 ms; \"wait\" is the time queued "
+                 "for the thread, \"run\" the call itself; `execute` commits an inbound batch, `next_batch` "
+                 "reads the log, `advance` writes the outbox's position):"),
+                "",
+                "| contender | stage | calls | p50 | p99 |",
+                "| --- | --- | ---: | ---: | ---: |",
+            ]
+            for c, stages in staged.items():
+                for stage, v in stages.items():
+                    lines.append(f"| {LABELS[c]} | {stage} | {v['count']:,} | {_f(v['p50'], 2)} | {_f(v['p99'], 2)} |")
+            lines.append("")
     s = sc.get("scale")
     if s and (s.get("by_workflows") or s.get("by_history")):
         lines += [

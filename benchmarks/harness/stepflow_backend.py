@@ -11,6 +11,10 @@ The same `Backend` and `AmqpBackendBroker` with the same defaults as `stepflow s
 - the broker notes when a `job_completed` message arrives (per workflow) and when the orders
   it caused are confirmed: step-to-step latency, completion received -> next order confirmed.
 
+It also times the stages a step goes through (`stages`: the wait for and the run of each
+store-thread call, by function; the wait for and the run of each outbox-thread call; each
+publish until confirmed), so a latency figure comes with where its time went.
+
 On SIGTERM it writes those samples, its counters and its CPU time to --out and stops.
 """
 
@@ -73,6 +77,7 @@ class TimedBroker(AmqpBackendBroker):
         self.step_latency: list[float] = []
         self.completions = 0
         self.orders = 0
+        self.stages = Stages()
 
     def _receiver(self, real_name: str) -> Any:
         inner = super()._receiver(real_name)
@@ -95,6 +100,7 @@ class TimedBroker(AmqpBackendBroker):
         begun = time.perf_counter()
         await super().publish_orders(orders)
         confirmed = time.perf_counter()
+        self.stages.note("publish until confirmed", confirmed - begun)
         self.orders += len(orders)
         for workflow_id in {str(order.headers.get("workflow_id")) for order in orders}:
             # The completions received before this publish began caused these orders (the
@@ -136,6 +142,49 @@ async def start_load(backend: Backend, load: Load) -> None:
         await asyncio.sleep(0.005)
 
 
+class Stages:
+    """Durations in ms by stage name, bounded (RSS is measured too)."""
+
+    BOUND = 50_000
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+
+    def note(self, stage: str, seconds: float) -> None:
+        samples = self.samples.setdefault(stage, [])
+        if len(samples) < self.BOUND:
+            samples.append(seconds * 1000)
+
+    def wrap_thread(self, backend: Backend, method: str, label: str) -> None:
+        """Time `backend.<method>(fn, ...)`: the queue wait and the run, per function."""
+        original = getattr(backend, method)
+
+        async def timed(fn: Any, *args: Any, **kwargs: Any) -> Any:
+            submitted = time.perf_counter()
+            began: list[float] = []
+
+            def run(*a: Any, **kw: Any) -> Any:
+                began.append(time.perf_counter())
+                try:
+                    return fn(*a, **kw)
+                finally:
+                    name = getattr(fn, "__name__", "call")
+                    self.note(f"{label} {name} wait", began[0] - submitted)
+                    self.note(f"{label} {name} run", time.perf_counter() - began[0])
+
+            return await original(run, *args, **kwargs)
+
+        setattr(backend, method, timed)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        out = {}
+        for stage, samples in sorted(self.samples.items()):
+            ordered = sorted(samples)
+            pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+            out[stage] = {"count": len(ordered), "p50": pick(0.5), "p99": pick(0.99)}
+        return out
+
+
 async def main(args: argparse.Namespace) -> int:
     configure("console", "warning")
     load = Load(**json.loads(args.load))
@@ -143,6 +192,9 @@ async def main(args: argparse.Namespace) -> int:
     broker = TimedBroker(args.amqp_url, prefix=args.prefix, prefetch=args.prefetch)
     options = {} if args.batch_wait is None else {"batch_wait_s": args.batch_wait}
     backend = Backend(engine, broker, batch_size=args.batch_size, outbox_poll_s=args.outbox_poll, **options)
+    stages = broker.stages
+    stages.wrap_thread(backend, "in_store", "store")
+    stages.wrap_thread(backend, "in_outbox_thread", "outbox")
     await backend.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -161,7 +213,7 @@ async def main(args: argparse.Namespace) -> int:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         Path(args.out).write_text(json.dumps({
             "step_latency": broker.step_latency, "completions": broker.completions, "orders": broker.orders,
-            "stats": backend.stats, "cpu_s": usage.ru_utime + usage.ru_stime,
+            "stats": backend.stats, "cpu_s": usage.ru_utime + usage.ru_stime, "stages": stages.summary(),
         }))
         starter.cancel()
         await backend.stop()

@@ -122,7 +122,7 @@ def run(load: Load, log_dir: Path, *, store: str = "sqlite", workers: int = 2, p
         e2e_ms=summary_ms(e2e), rss_mb=rss.samples, cpu_s=cpu,
         extra={"backend_stats": data["stats"], "store": store, "harness_cpu_s": round(harness_cpu, 3),
                "backend_env": backend_env or {}, "duplicate_completions": data["completions"] - load.jobs,
-               "duplicate_orders": data["orders"] - load.jobs},
+               "duplicate_orders": data["orders"] - load.jobs, "stages": data.get("stages", {})},
     )
 
 

@@ -13,17 +13,19 @@ Three loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-pro
   its result fed back as a command) instead of the broker; workflow hooks are called by a
   `HookFollower` with its own tracked position (`stepflow.adapters.http.notifications`, `.hooks`).
 
-`eventsourcing` is synchronous, so every store call runs in ONE dedicated thread
-(`self._store`): the event loop never blocks on SQLite or PostgreSQL, and store calls never
-race each other (the aggregate cache is mutated in place by commands). Batching is what keeps
-that single thread ahead of the broker: one transaction per batch, not per message.
+`eventsourcing` is synchronous, so every command runs in ONE dedicated thread (`self._store`):
+the event loop never blocks on SQLite or PostgreSQL, and commands never race each other (the
+aggregate cache is mutated in place by commands). Batching is what keeps that single thread
+ahead of the broker: one transaction per batch, not per message. The outbox reads the log and
+writes its position in a second thread (`self._outbox_thread`): those calls touch no aggregate,
+and queued behind the next inbound batch they would add its whole commit to every step's
+latency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -36,8 +38,9 @@ import structlog
 from stepflow.adapters import protocol as p
 from stepflow.adapters.http.hooks import HookFollower
 from stepflow.adapters.http.notifications import NOTIFICATION, Notifier
+from stepflow.adapters.faults import FAULT, crash
 from stepflow.adapters.inbox import Malformed, message_key, translate
-from stepflow.adapters.outbox import OutboxReader
+from stepflow.adapters.outbox import OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -46,26 +49,6 @@ from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.ports import BackendBroker, Delivery
 
 log = structlog.get_logger("stepflow.backend")
-
-# Crash points for tests (docs/protocol.md, "Crash points"), read once at import: the process
-# dies with `os._exit(137)` as if SIGKILLed, the Nth time (STEPFLOW_FAULT_AFTER, default 1)
-# it reaches the point. Off, it costs one string comparison per batch.
-#   after_store_before_ack       inbox: a batch's events are committed, none of it is acked
-#   mid_batch                    inbox: a batch of 2+ messages is committed, the first half acked
-#   after_store_before_publish   the outbox read stored orders and has published none
-#   during_publish               outbox: the first half of a batch of 2+ orders is confirmed
-#   after_publish_before_advance the orders are confirmed, the tracked position not advanced
-FAULT = os.environ.get("STEPFLOW_FAULT", "")
-_FAULT_AFTER = [int(os.environ.get("STEPFLOW_FAULT_AFTER", "1") or 1)] if FAULT else [0]
-
-
-def _crash() -> None:
-    """At the armed crash point: die on the Nth visit (called only when FAULT matched)."""
-    _FAULT_AFTER[0] -= 1
-    if _FAULT_AFTER[0] <= 0:
-        log.warning("fault_injected", point=FAULT)
-        os._exit(137)
-
 
 T = TypeVar("T")
 
@@ -97,8 +80,8 @@ class Backend:
         self.on_worker = on_worker
         self.after_store = after_store
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-store")
+        self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
-        self._outbox_lock = asyncio.Lock()  # one publisher at a time, or a batch goes out twice
         self._deadlines: dict[str, tuple[UUID, float, datetime]] = {}  # job -> (wf, timeout, last sign)
         self._tasks: list[asyncio.Task[Any]] = []
         self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0}
@@ -114,12 +97,17 @@ class Backend:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._store, lambda: fn(*args, **kwargs))
 
+    async def in_outbox_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a log read or a position write of the outbox (no aggregate involved)."""
+        return await asyncio.get_running_loop().run_in_executor(self._outbox_thread, fn, *args)
+
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
         await self.broker.connect()
         # Two backends starting on a fresh store race to create the same tracking tables.
-        self._outbox = await despite_ddl_race(lambda: self.in_store(OutboxReader, self.engine))
+        reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
+        self._outbox = OutboxPump(reader, self._publish_batch, self.in_outbox_thread, self._outbox_wakeup)
         await despite_ddl_race(self.hooks.prepare)
         await self.in_store(self._load_deadlines)
         self._tasks = [
@@ -144,10 +132,13 @@ class Backend:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
+        if hasattr(self, "_outbox"):
+            self._outbox.cancel()  # unconfirmed batches: republished from the position next time
         await self.notifier.close()
         with contextlib.suppress(Exception):
             await self.broker.close()
         self._store.shutdown(wait=True)
+        self._outbox_thread.shutdown(wait=True)
 
     def check(self) -> None:
         """Raise the error of a loop that died, so a supervisor sees it."""
@@ -209,10 +200,10 @@ class Backend:
                     self._track(command, now)
             self._stored()
             if FAULT == "after_store_before_ack":
-                _crash()
+                crash()
             elif FAULT == "mid_batch" and len(done) >= 2:
                 await self.broker.ack(done[: len(done) // 2])
-                _crash()
+                crash()
                 done = done[len(done) // 2:]
         if rejects:
             await self._quarantine(rejects)
@@ -242,46 +233,35 @@ class Backend:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._outbox_wakeup.wait(), self.outbox_poll_s)
             self._outbox_wakeup.clear()
-            await self.flush_outbox()
+            await self._outbox.pump()
 
     async def flush_outbox(self) -> int:
         """Publish everything stored and not yet published; return how many orders went."""
-        async with self._outbox_lock:
-            return await self._flush_outbox()
+        return await self._outbox.drain()
 
-    async def _flush_outbox(self) -> int:
-        sent = 0
-        while True:
-            last, orders, directs = await self.in_store(self._outbox.next_batch)
-            if last == self._outbox.position:
-                return sent
-            if orders:
-                if FAULT == "after_store_before_publish":
-                    _crash()
-                calls = [o for o in orders if o.headers.get("mode") == NOTIFICATION]
-                if len(calls) < len(orders):
-                    jobs = [o for o in orders if o.headers.get("mode") != NOTIFICATION]
-                    if FAULT == "during_publish" and len(jobs) >= 2:
-                        await self.broker.publish_orders(jobs[: len(jobs) // 2])
-                        _crash()
-                    await self.broker.publish_orders(jobs)
-                for call in calls:
-                    self.notifier.submit(call)
-                now = datetime.now(timezone.utc)
-                for order in orders:
-                    timeout = order.headers.get("timeout_s")
-                    if timeout:
-                        self._deadlines[order.message_id] = (
-                            UUID(order.headers["workflow_id"]), timeout,
-                            now + timedelta(seconds=order.delay_s),
-                        )
-            for direct in directs:
-                await self.broker.publish_direct(direct)
-            if FAULT == "after_publish_before_advance" and orders:
-                _crash()
-            await self.in_store(self._outbox.advance, last)
-            sent += len(orders)
-            self.stats["orders"] += len(orders)
+    async def _publish_batch(self, orders: list[p.Message], directs: list[p.Message]) -> None:
+        """One batch read by the outbox: jobs to the broker, notification steps to the
+        notifier; return once the broker confirmed every message."""
+        if orders:
+            calls = [o for o in orders if o.headers.get("mode") == NOTIFICATION]
+            if len(calls) < len(orders):
+                jobs = [o for o in orders if o.headers.get("mode") != NOTIFICATION]
+                if FAULT == "during_publish" and len(jobs) >= 2:
+                    await self.broker.publish_orders(jobs[: len(jobs) // 2])
+                    crash()
+                await self.broker.publish_orders(jobs)
+            for call in calls:
+                self.notifier.submit(call)
+            now = datetime.now(timezone.utc)
+            for order in orders:
+                timeout = order.headers.get("timeout_s")
+                if timeout:
+                    self._deadlines[order.message_id] = (
+                        UUID(order.headers["workflow_id"]), timeout, now + timedelta(seconds=order.delay_s),
+                    )
+        for direct in directs:
+            await self.broker.publish_direct(direct)
+        self.stats["orders"] += len(orders)
 
     async def _record_notification(self, command: cmd.Command) -> cmd.Outcome:
         (outcome,) = await self.in_store(self.engine.execute, [command])
