@@ -52,6 +52,10 @@ log = structlog.get_logger("stepflow.backend")
 
 T = TypeVar("T")
 
+# What starts a job's clock, and what stops it.
+_JOB_LIFETIME = ("JobSubmitted", "JobCompleted", "JobErrored", "JobUnroutable", "JobTimedOut", "JobStopped",
+                 "WorkflowStopped", "WorkflowDeleted")
+
 WorkerListener = Callable[[p.WorkerDiscovery | p.WorkerStatus, datetime], None]
 
 
@@ -84,7 +88,7 @@ class Backend:
         self._outbox_wakeup = asyncio.Event()
         self._deadlines: dict[str, tuple[UUID, float, datetime]] = {}  # job -> (wf, timeout, last sign)
         self._tasks: list[asyncio.Task[Any]] = []
-        self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0}
+        self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0, "timeouts": 0}
         self.batch_sizes: Counter[int] = Counter()  # inbound batch size -> how many batches
         # notification steps and hooks: HTTP calls made here, results fed back as commands
         self.notifier = notifier or Notifier()
@@ -272,16 +276,27 @@ class Backend:
     # --- timeouts ----------------------------------------------------------------------
 
     def _load_deadlines(self) -> None:
-        """Jobs with a timeout still in flight when the backend starts (e.g. after a crash)."""
+        """Jobs with a timeout still in flight when the backend starts (e.g. after a crash).
+
+        One pass over the job events of the log: a job submitted with a timeout is in flight
+        until an event ends it. (Arming every job ever submitted would, one timeout later, send
+        a `RecordTimeout` for each of them: a storm of refused commands after every restart.)
+        """
         position = 0
         now = datetime.now(timezone.utc)
         while True:
-            items = self.engine.notifications(position, 1000, topics=("JobSubmitted",))
+            items = self.engine.notifications(position, 1000, topics=_JOB_LIFETIME)
             if not items:
                 return
             for _, event in items:
-                if isinstance(event, ev.JobSubmitted) and event.timeout_s:
-                    self._deadlines[event.job_id] = (event.originator_id, event.timeout_s, now)
+                if isinstance(event, ev.JobSubmitted):
+                    if event.timeout_s:
+                        self._deadlines[event.job_id] = (event.originator_id, event.timeout_s, now)
+                elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted)):
+                    for job_id in event.jobs:
+                        self._deadlines.pop(job_id, None)
+                else:
+                    self._deadlines.pop(event.job_id, None)  # type: ignore[attr-defined]
             position = items[-1][0]
 
     def _track(self, command: cmd.Command, now: datetime) -> None:
@@ -310,6 +325,7 @@ class Backend:
             return
         commands = [cmd.RecordTimeout(workflow_id=wf, job_id=job, cause=f"timeout:{job}") for job, wf in expired]
         await self.in_store(self.engine.execute, commands)
+        self.stats["timeouts"] += len(commands)
         for job_id, _ in expired:
             self._deadlines.pop(job_id, None)
         log.info("jobs_timed_out", count=len(expired))

@@ -344,3 +344,31 @@ async def test_a_stopping_worker_puts_unfinished_orders_back_after_its_grace_per
     back = broker.queue("slow").pop()
     assert back is not None and back.message_id == "j-1" and back.redelivered
     assert len(broker.queue(p.JOB_COMPLETED)) == len(broker.queue(p.JOB_STOPPED)) == 0
+
+
+async def test_a_restarted_backend_arms_timeouts_only_for_jobs_still_in_flight(tmp_path: Path) -> None:
+    store = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "s.sqlite")}
+    engine = WorkflowEngine(env=store)
+    timed = one_step(timeout_s=0.2)
+    finished = [engine.start_workflow(timed) for _ in range(3)]
+    for workflow_id in finished:
+        job_id = next(iter(engine.workflow_state(workflow_id).jobs))
+        engine.command(cmd.RecordCompleted(workflow_id=workflow_id, job_id=job_id, cause=f"done-{job_id}"))
+    stranded = engine.start_workflow(timed)  # its worker died with the old backend
+    from stepflow.adapters.outbox import OutboxReader
+
+    OutboxReader(engine).advance(engine.max_notification_id())  # the old backend published all four
+
+    broker = MemoryBroker()
+    broker.bindings["echo"] = "echo"  # a worker serves the type, but it is gone
+    backend = await _backend_with(WorkflowEngine(env=store), broker)  # the restart
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.02)
+            if kinds(engine, stranded)["JobTimedOut"]:
+                break
+        await asyncio.sleep(0.3)  # past every finished job's timeout too
+    finally:
+        await backend.stop()
+    assert kinds(engine, stranded)["JobTimedOut"] == 1, kinds(engine, stranded)
+    assert backend.stats["timeouts"] == 1  # no RecordTimeout for the three finished jobs
