@@ -84,7 +84,8 @@ def _ddl_lock(env: dict[str, str]) -> Iterator[None]:
     Its start-up DDL includes `CREATE OR REPLACE FUNCTION`, which PostgreSQL does not make safe
     against itself: two processes opening a fresh schema at once fail with "tuple concurrently
     updated". The lock (per database and schema, released with its connection) makes the second
-    one wait and then find everything in place. SQLite serialises DDL by its file lock already.
+    one wait and then find everything in place. SQLite has no such lock to take; its start-up
+    races are few and transient, and `despite_ddl_race` retries them.
     """
     if env.get("PERSISTENCE_MODULE") != "eventsourcing.postgres":
         yield
