@@ -11,7 +11,7 @@ Three loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-pro
 - timeouts: jobs with a `timeout_s` and no sign of life for that long get `RecordTimeout`.
 - notifications: orders of notification steps go to the in-process `Notifier` (an HTTP call,
   its result fed back as a command) instead of the broker; workflow hooks are called by a
-  `HookFollower` with its own tracked position (`stepflow.adapters.http.notifications`, `.hooks`).
+  `HookFollower` with its own tracked position (`stepflow.adapters.notify.notifications`, `.hooks`).
 
 `eventsourcing` is synchronous, so every command runs in ONE dedicated thread (`self._store`):
 the event loop never blocks on SQLite or PostgreSQL, and commands never race each other (the
@@ -36,8 +36,8 @@ from uuid import UUID
 import structlog
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.http.hooks import HookFollower
-from stepflow.adapters.http.notifications import NOTIFICATION, Notifier
+from stepflow.adapters.notify.hooks import HookFollower
+from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
 from stepflow.adapters.faults import FAULT, crash
 from stepflow.adapters.inbox import Malformed, message_key, translate
 from stepflow.adapters.outbox import OutboxPump, OutboxReader

@@ -48,7 +48,7 @@ def test_backends_starting_at_once_on_a_fresh_store_all_come_up(fresh_store: str
 
 def _start_up(url: str, start: Any, outcomes: Any) -> None:
     """What `serve` opens before its first message, in its order, with its retries."""
-    from stepflow.adapters.http.hooks import HookReader
+    from stepflow.adapters.notify.hooks import HookReader
     from stepflow.adapters.outbox import OutboxReader
     from stepflow.adapters.persistence import despite_ddl_race, open_engine
     from stepflow.adapters.read_side import ReadSide

@@ -14,7 +14,7 @@ import pytest
 import structlog
 
 from stepflow.adapters.embedded import EmbeddedRuntime
-from stepflow.adapters.http.notifications import (
+from stepflow.adapters.notify.notifications import (
     CallFailed,
     HttpAnswer,
     HttpCall,

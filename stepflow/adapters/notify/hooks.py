@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 import structlog
 from eventsourcing.persistence import IntegrityError, Tracking
 
-from stepflow.adapters.http.notifications import Notifier
+from stepflow.adapters.notify.notifications import Notifier
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
