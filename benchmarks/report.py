@@ -123,13 +123,16 @@ def markdown(results: dict[str, Any]) -> str:
             lines += [
                 ("Where a stepflow step's time goes in the backend (p50 / p99 ms; \"wait\" is the time queued "
                  "for the thread, \"run\" the call itself; `execute` commits an inbound batch, `next_batch` "
-                 "reads the log, `advance` writes the outbox's position):"),
+                 "reads the log, `advance` writes the outbox's position, `start` is the harness starting workflows "
+                 "at the offered rate, as an embedding service would):"),
                 "",
                 "| contender | stage | calls | p50 | p99 |",
                 "| --- | --- | ---: | ---: | ---: |",
             ]
             for c, stages in staged.items():
                 for stage, v in stages.items():
+                    if v["count"] < 10:  # start-up calls, not a step's path
+                        continue
                     lines.append(f"| {LABELS[c]} | {stage} | {v['count']:,} | {_f(v['p50'], 2)} | {_f(v['p99'], 2)} |")
             lines.append("")
     s = sc.get("scale")
