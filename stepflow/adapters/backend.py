@@ -38,6 +38,7 @@ import structlog
 from stepflow.adapters import protocol as p
 from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
+from stepflow.adapters.deadlines import jobs_in_flight
 from stepflow.adapters.faults import FAULT, crash
 from stepflow.adapters.inbox import Malformed, message_key, translate
 from stepflow.adapters.outbox import OutboxPump, OutboxReader
@@ -51,10 +52,6 @@ from stepflow.engine.ports import BackendBroker, Delivery
 log = structlog.get_logger("stepflow.backend")
 
 T = TypeVar("T")
-
-# What starts a job's clock, and what stops it.
-_JOB_LIFETIME = ("JobSubmitted", "JobCompleted", "JobErrored", "JobUnroutable", "JobTimedOut", "JobStopped",
-                 "WorkflowStopped", "WorkflowDeleted")
 
 WorkerListener = Callable[[p.WorkerDiscovery | p.WorkerStatus, datetime], None]
 
@@ -276,28 +273,12 @@ class Backend:
     # --- timeouts ----------------------------------------------------------------------
 
     def _load_deadlines(self) -> None:
-        """Jobs with a timeout still in flight when the backend starts (e.g. after a crash).
-
-        One pass over the job events of the log: a job submitted with a timeout is in flight
-        until an event ends it. (Arming every job ever submitted would, one timeout later, send
-        a `RecordTimeout` for each of them: a storm of refused commands after every restart.)
-        """
-        position = 0
+        """Arm the jobs with a timeout still in flight when the backend starts (e.g. after a
+        crash), their clocks starting now. Arming every job ever submitted would, one timeout
+        later, send a refused `RecordTimeout` for each of them."""
         now = datetime.now(timezone.utc)
-        while True:
-            items = self.engine.notifications(position, 1000, topics=_JOB_LIFETIME)
-            if not items:
-                return
-            for _, event in items:
-                if isinstance(event, ev.JobSubmitted):
-                    if event.timeout_s:
-                        self._deadlines[event.job_id] = (event.originator_id, event.timeout_s, now)
-                elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted)):
-                    for job_id in event.jobs:
-                        self._deadlines.pop(job_id, None)
-                else:
-                    self._deadlines.pop(event.job_id, None)  # type: ignore[attr-defined]
-            position = items[-1][0]
+        for job_id, (workflow_id, timeout) in jobs_in_flight(self.engine).items():
+            self._deadlines[job_id] = (workflow_id, timeout, now)
 
     def _track(self, command: cmd.Command, now: datetime) -> None:
         job_id = getattr(command, "job_id", None)
