@@ -1,9 +1,9 @@
 """Which jobs with a timeout are still in flight: what a backend arms when it starts.
 
 Read from the log, not from memory, so any backend finds every job, whoever published it. A
-job submitted with `timeout_s` is in flight until an event ends it: its own end, a stop or
-delete listing it, or the end of its workflow (once a workflow has completed or failed, a
-late job's timeout would only be refused).
+job submitted with `timeout_s` is in flight until an event ends it: its own end, or the end
+of its workflow (completed, failed, stopped or deleted: a late job's timeout would only be
+refused).
 
 So that a restart does not read the whole log, the scan starts from a tracked low-water
 mark (`Tracking("deadlines", id)`): no job with a timeout submitted at or before it is still
@@ -25,6 +25,8 @@ MARK = "deadlines"
 TOPICS = ("JobSubmitted", "JobCompleted", "JobErrored", "JobUnroutable", "JobTimedOut", "JobStopped",
           "WorkflowStopped", "WorkflowDeleted", "WorkflowCompleted", "WorkflowFailed")
 
+_WORKFLOW_ENDS = (ev.WorkflowCompleted, ev.WorkflowFailed, ev.WorkflowStopped, ev.WorkflowDeleted)
+
 
 def jobs_in_flight(engine: WorkflowEngine, page: int = 1000) -> dict[str, tuple[UUID, float]]:
     """job id -> (workflow id, timeout in seconds), for jobs with a timeout still in flight;
@@ -40,15 +42,12 @@ def jobs_in_flight(engine: WorkflowEngine, page: int = 1000) -> dict[str, tuple[
                 if event.timeout_s:
                     in_flight[event.job_id] = (workflow_id, event.timeout_s, notification_id)
                     by_workflow.setdefault(workflow_id, set()).add(event.job_id)
-            elif isinstance(event, (ev.WorkflowCompleted, ev.WorkflowFailed)):
+            elif isinstance(event, _WORKFLOW_ENDS):
                 for job_id in by_workflow.pop(workflow_id, ()):
                     in_flight.pop(job_id, None)
-            else:
-                ended = event.jobs if isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted)) else (
-                    event.job_id,)  # type: ignore[attr-defined]
-                for job_id in ended:
-                    in_flight.pop(job_id, None)
-                    by_workflow.get(workflow_id, set()).discard(job_id)
+            else:  # one job's end
+                in_flight.pop(event.job_id, None)  # type: ignore[attr-defined]
+                by_workflow.get(workflow_id, set()).discard(event.job_id)  # type: ignore[attr-defined]
         position = items[-1][0]
     mark = min((at for _, _, at in in_flight.values()), default=position + 1) - 1
     if mark > start:
