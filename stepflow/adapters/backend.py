@@ -83,6 +83,7 @@ class Backend:
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-store")
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
+        self._outbox: OutboxPump | None = None  # from start()
         self._deadlines: dict[str, tuple[UUID, float, datetime]] = {}  # job -> (wf, timeout, last sign)
         self._tasks: list[asyncio.Task[Any]] = []
         self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0, "timeouts": 0}
@@ -108,7 +109,7 @@ class Backend:
         await self.broker.connect()
         # Two backends starting on a fresh store race to create the same tracking tables.
         reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
-        self._outbox = OutboxPump(reader, self._publish_batch, self.in_outbox_thread, self._outbox_wakeup)
+        self._outbox = OutboxPump(reader, self._publish_batch, self.in_outbox_thread)
         await despite_ddl_race(self.hooks.prepare)
         await self.in_store(self._load_deadlines)
         self._tasks = [
@@ -133,7 +134,7 @@ class Backend:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        if hasattr(self, "_outbox"):
+        if self._outbox is not None:
             self._outbox.cancel()  # unconfirmed batches: republished from the position next time
         await self.notifier.close()
         with contextlib.suppress(Exception):
@@ -234,11 +235,20 @@ class Backend:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._outbox_wakeup.wait(), self.outbox_poll_s)
             self._outbox_wakeup.clear()
-            await self._outbox.pump()
+            await self._pump().pump()
 
     async def flush_outbox(self) -> int:
         """Publish everything stored and not yet published; return how many orders went."""
-        return await self._outbox.drain()
+        return await self._pump().drain()
+
+    @property
+    def outbox_position(self) -> int | None:
+        """The outbox's tracked position (None before `start`)."""
+        return self._outbox.position if self._outbox is not None else None
+
+    def _pump(self) -> OutboxPump:
+        assert self._outbox is not None, "start the backend first"
+        return self._outbox
 
     async def _publish_batch(self, orders: list[p.Message], directs: list[p.Message]) -> None:
         """One batch read by the outbox: jobs to the broker, notification steps to the

@@ -51,14 +51,18 @@ class EmbeddedRuntime:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._stop_workers_and_backend()
+        self.broker.close()
+        if self.read_side is not None:
+            self.read_side.stop()
+
+    async def _stop_workers_and_backend(self) -> None:
+        """Workers first (each finishes or hands back its job), then the backend."""
         self._stop.set()
         for task in self._worker_tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 5)
         await self.backend.stop()
-        self.broker.close()
-        if self.read_side is not None:
-            self.read_side.stop()
 
     async def start(self, definition: WorkflowDefinition, parameters: dict[str, Any] | None = None,
                     **kwargs: Any) -> UUID:

@@ -112,17 +112,16 @@ class OutboxPump:
 
     `in_thread` runs the reader's synchronous calls off the event loop; `publish(orders,
     directs)` returns once the broker confirmed all of them (it decides where each goes).
-    `wakeup` is set whenever a batch's confirms are in, so a loop waiting on it for new events
-    also wakes to advance the position.
+    Confirmed batches are settled by the next `pump` (the next stored event, or the caller's
+    poll): a confirm alone is no reason to read the log again.
     """
 
     def __init__(self, reader: OutboxReader, publish: Publish, in_thread: Callable[..., Awaitable[Any]],
-                 wakeup: asyncio.Event, max_in_flight: int = 16) -> None:
+                 max_in_flight: int = 16) -> None:
         self.reader = reader
         self.publish = publish
         self.in_thread = in_thread
         self.max_in_flight = max_in_flight
-        self.wakeup = wakeup
         self._read_to = reader.position
         self._in_flight: deque[tuple[int, int, asyncio.Task[None]]] = deque()  # (last id, orders, task)
         self._lock = asyncio.Lock()  # one reader at a time, or a batch goes out twice
@@ -143,7 +142,6 @@ class OutboxPump:
                 if orders and FAULT == "after_store_before_publish":
                     crash()
                 task = asyncio.create_task(self.publish(orders, directs), name="stepflow-outbox-publish")
-                task.add_done_callback(lambda _: self.wakeup.set())
                 self._in_flight.append((last, len(orders), task))
                 self._read_to = last
                 settled += await self._settle(wait=len(self._in_flight) >= self.max_in_flight)

@@ -43,7 +43,7 @@ def engine(tmp_path: Path) -> WorkflowEngine:
 
 async def test_a_batch_is_published_before_the_previous_one_is_confirmed(engine: WorkflowEngine) -> None:
     publish = HeldConfirms()
-    pump = OutboxPump(OutboxReader(engine), publish, in_thread, asyncio.Event())
+    pump = OutboxPump(OutboxReader(engine), publish, in_thread)
     first = engine.start_workflow(ONE_STEP)
     await pump.pump()
     second = engine.start_workflow(ONE_STEP)
@@ -69,7 +69,7 @@ async def test_a_failed_publish_stops_the_pump_without_advancing(engine: Workflo
     async def refused(orders: list[p.Message], directs: list[p.Message]) -> None:
         raise RuntimeError("broker refused")
 
-    pump = OutboxPump(OutboxReader(engine), refused, in_thread, asyncio.Event())
+    pump = OutboxPump(OutboxReader(engine), refused, in_thread)
     engine.start_workflow(ONE_STEP)
     with pytest.raises(RuntimeError, match="broker refused"):
         await pump.drain()
@@ -79,7 +79,7 @@ async def test_a_failed_publish_stops_the_pump_without_advancing(engine: Workflo
 async def test_in_flight_batches_are_bounded(engine: WorkflowEngine) -> None:
     publish = HeldConfirms()
     reader = OutboxReader(engine, batch_size=1)
-    pump = OutboxPump(reader, publish, in_thread, asyncio.Event(), max_in_flight=2)
+    pump = OutboxPump(reader, publish, in_thread, max_in_flight=2)
     for _ in range(3):
         engine.start_workflow(ONE_STEP)
     pumping = asyncio.create_task(pump.pump())

@@ -9,7 +9,6 @@ orders find them (an order for a type no queue was ever declared for is unroutab
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Sequence
 from typing import Any, Self
 
@@ -65,8 +64,4 @@ class AmqpRuntime(EmbeddedRuntime):
         await asyncio.wait_for(all_ready(), READY_TIMEOUT_S)
 
     async def __aexit__(self, *exc: object) -> None:
-        self._stop.set()
-        for task in self._worker_tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await asyncio.wait_for(task, 5)
-        await self.backend.stop()
+        await self._stop_workers_and_backend()  # no in-process broker or read side to close

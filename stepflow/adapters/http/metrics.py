@@ -168,6 +168,7 @@ def _outbox_position(s: Services) -> int | None:
 
 async def collect(s: Services) -> str:
     data = await s.read(_view_metrics, s)
-    outbox = getattr(s.backend, "_outbox", None) if s.backend is not None else None
-    position = outbox.position if outbox is not None else (await s.read(_outbox_position, s) or 0)
+    position = s.backend.outbox_position if s.backend is not None else None
+    if position is None:
+        position = await s.read(_outbox_position, s) or 0
     return render(s, data, position)
