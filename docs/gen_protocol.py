@@ -11,6 +11,7 @@ The prose around them is written by hand.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 import sys
@@ -72,10 +73,21 @@ def names_block() -> str:
     return "\n".join(lines)
 
 
+def _clean_descriptions(node: object) -> object:
+    """Dedent docstrings ourselves: msgspec 0.23 started doing it, 0.18-0.22 kept the indent,
+    and the doc must not change with the version pip happens to install."""
+    if isinstance(node, dict):
+        return {key: inspect.cleandoc(value) if key == "description" and isinstance(value, str)
+                else _clean_descriptions(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_clean_descriptions(value) for value in node]
+    return node
+
+
 def schemas_block() -> str:
     parts = []
     for struct, route, producer, consumer in MESSAGES:
-        schema = msgspec.json.schema(struct)
+        schema = _clean_descriptions(msgspec.json.schema(struct))
         doc = (struct.__doc__ or "").strip().splitlines()[0]
         parts.append(
             f"### {struct.__name__}\n\n{doc}\n\n"
