@@ -29,23 +29,24 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
-from typing import Any, TypeVar
+from datetime import UTC, datetime, timedelta
+from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
 import structlog
+from eventsourcing.persistence import PersistenceError
 
 from stepflow.adapters import protocol as p
+from stepflow.adapters.deadlines import jobs_in_flight
+from stepflow.adapters.faults import FAULT, FAULT_MESSAGE, crash
+from stepflow.adapters.inbox import body_digest, message_key, translate
 from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
-from stepflow.adapters.deadlines import jobs_in_flight
-from stepflow.adapters.faults import FAULT, crash
-from stepflow.adapters.inbox import Malformed, message_key, translate
 from stepflow.adapters.outbox import OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
-from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.application import GaveUp, WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.ports import BackendBroker, Delivery
 
@@ -54,6 +55,25 @@ log = structlog.get_logger("stepflow.backend")
 T = TypeVar("T")
 
 WorkerListener = Callable[[p.WorkerDiscovery | p.WorkerStatus, datetime], None]
+
+# A redelivered message whose attempts to be applied alone ended this many times with the
+# backend dying is quarantined. Two, not one: a backend killed for another reason while it
+# applied an innocent message alone must not lose that message.
+SUSPECT_ATTEMPTS = 2
+# The store itself failing is no fault of a message: stop (and be restarted), quarantine nothing.
+STORE_FAILURES: tuple[type[BaseException], ...] = (PersistenceError, GaveUp)
+
+
+class Reject(NamedTuple):
+    delivery: Delivery
+    kind: str  # malformed, unknown, conflicting_duplicate, poison, refused
+    reason: str
+    digest: str | None = None
+    applied_digest: str | None = None
+
+
+def _reason(error: BaseException) -> str:
+    return f"{type(error).__name__}: {str(error)[:500]}"
 
 
 class Backend:
@@ -86,7 +106,8 @@ class Backend:
         self._outbox: OutboxPump | None = None  # from start()
         self._deadlines: dict[str, tuple[UUID, float, datetime]] = {}  # job -> (wf, timeout, last sign)
         self._tasks: list[asyncio.Task[Any]] = []
-        self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0, "timeouts": 0}
+        self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0, "timeouts": 0,
+                      "duplicates": 0, "late_answers": 0, "late_progress": 0}
         self.batch_sizes: Counter[int] = Counter()  # inbound batch size -> how many batches
         # notification steps and hooks: HTTP calls made here, results fed back as commands
         self.notifier = notifier or Notifier()
@@ -174,32 +195,51 @@ class Backend:
             await self.handle_batch(batch)
 
     async def handle_batch(self, batch: Sequence[Delivery]) -> None:
+        """Settle every delivery of the batch in exactly one visible place: applied, counted
+        (duplicate, late progress), recorded as a late answer, or quarantined with its kind.
+
+        A redelivered message may be what killed the backend last time, so each one is applied
+        alone and counted first (the crash-loop breaker); fresh ones go as one transaction.
+        """
+        fresh = [d for d in batch if not d.redelivered]
+        if fresh:
+            await self._apply(fresh)
+        for delivery in batch:
+            if delivery.redelivered:
+                await self._apply_suspect(delivery)
+        self.stats["batches"] += 1
+        self.stats["messages"] += len(batch)
+        self.batch_sizes[len(batch)] += 1
+
+    async def _apply(self, batch: Sequence[Delivery], also: Sequence[ev.Event] = ()) -> None:
         commands: list[cmd.Command] = []
         carriers: list[Delivery] = []
         done: list[Delivery] = []
-        rejects: list[tuple[Delivery, str]] = []
-        now = datetime.now(timezone.utc)
+        rejects: list[Reject] = []
+        now = datetime.now(UTC)
         for delivery in batch:
             try:
                 item = translate(delivery, self.max_body)
-            except Malformed as error:
-                rejects.append((delivery, str(error)))
+            except Exception as error:  # noqa: BLE001 - whatever the body does to a decoder (see `translate`)
+                rejects.append(Reject(delivery, "malformed", _reason(error)))
                 continue
             if isinstance(item, cmd.Command):
                 commands.append(item)
                 carriers.append(delivery)
             else:
-                if self.on_worker is not None:
-                    self.on_worker(item, now)
+                self._worker_seen(item, now)
                 done.append(delivery)
         if commands:
-            outcomes = await self.in_store(self.engine.execute, commands)
+            if FAULT == "poison_message" and any(c.cause == FAULT_MESSAGE for c in commands):
+                crash()
+            outcomes = await self._execute(commands, also)
             for delivery, command, outcome in zip(carriers, commands, outcomes, strict=True):
                 if outcome.rejected:
-                    rejects.append((delivery, outcome.rejected))
+                    rejects.append(Reject(delivery, outcome.kind or "refused", outcome.rejected,
+                                          command.digest, outcome.applied_digest))
                 else:
                     done.append(delivery)
-                    self._track(command, now)
+                    self._settled(command, outcome, now)
             self._stored()
             if FAULT == "after_store_before_ack":
                 crash()
@@ -210,23 +250,65 @@ class Backend:
         if rejects:
             await self._quarantine(rejects)
         await self.broker.ack(done)
-        self.stats["batches"] += 1
-        self.stats["messages"] += len(batch)
-        self.batch_sizes[len(batch)] += 1
 
-    async def _quarantine(self, rejects: Sequence[tuple[Delivery, str]]) -> None:
+    async def _execute(self, commands: list[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
+        """The batch as one transaction; if applying it raises anything but a store failure,
+        each command alone, so only the one that raises is quarantined (as `poison`)."""
+        try:
+            return await self.in_store(self.engine.execute, commands, also)
+        except STORE_FAILURES:
+            raise
+        except Exception as error:  # noqa: BLE001 - a bug met while applying one message
+            if len(commands) == 1:
+                log.error("message_poisoned", cause=commands[0].cause, error=_reason(error))
+                return [cmd.Outcome(rejected=f"raised while applied: {_reason(error)}", kind="poison")]
+            log.warning("batch_raised_applying_alone", commands=len(commands), error=_reason(error))
+            return [outcome for command in commands for outcome in await self._execute([command])]
+
+    async def _apply_suspect(self, delivery: Delivery) -> None:
+        """A redelivered message, alone: count the attempt in the store first, so that if it
+        kills the backend again the next backend knows, and quarantines it instead."""
+        attempts, cleared = await self.in_store(self.engine.suspect, message_key(delivery),
+                                                delivery.message_id, delivery.queue)
+        if attempts >= SUSPECT_ATTEMPTS:
+            await self._quarantine([Reject(delivery, "poison", (
+                f"the backend died {attempts} times while applying this message alone"))])
+            return
+        await self._apply([delivery], also=(cleared,))
+
+    def _worker_seen(self, item: p.WorkerDiscovery | p.WorkerStatus, now: datetime) -> None:
+        if self.on_worker is None:
+            return
+        try:
+            self.on_worker(item, now)
+        except Exception as error:  # noqa: BLE001 - a view's bug must not stop the inbox
+            log.error("worker_listener_failed", error=_reason(error))
+
+    def _settled(self, command: cmd.Command, outcome: cmd.Outcome, now: datetime) -> None:
+        if outcome.ignored is None:
+            self._track(command, now)
+            return
+        key = {"duplicate": "duplicates", "late": "late_answers", "late_progress": "late_progress"}[outcome.ignored]
+        self.stats[key] += 1
+        log.debug("message_" + outcome.ignored, cause=command.cause, workflow_id=str(command.workflow_id))
+
+    async def _quarantine(self, rejects: Sequence[Reject]) -> None:
         """Record the batch's unusable messages in one transaction, then keep and ack them."""
         self.stats["quarantined"] += len(rejects)
         messages = []
-        for delivery, reason in rejects:
-            log.warning("message_quarantined", queue=delivery.queue, message_id=delivery.message_id, reason=reason)
+        for r in rejects:
+            log.warning("message_quarantined", queue=r.delivery.queue, message_id=r.delivery.message_id,
+                        kind=r.kind, reason=r.reason)
+            digest = r.digest or body_digest(r.delivery.body)
             messages.append(cmd.Quarantine(
-                key=message_key(delivery), message_id=delivery.message_id, queue=delivery.queue,
-                reason=reason, headers={str(k): str(v)[:200] for k, v in delivery.headers.items()},
-                body=delivery.body,
+                # one record per distinct body: a clash with an applied id is a record of its own
+                key=f"{message_key(r.delivery)}#{digest}", message_id=r.delivery.message_id,
+                queue=r.delivery.queue, kind=r.kind, reason=r.reason,
+                headers={str(k): str(v)[:200] for k, v in r.delivery.headers.items()},
+                body=r.delivery.body, digest=digest, applied_digest=r.applied_digest,
             ))
         await self.in_store(self.engine.record_quarantined, messages)
-        await self.broker.quarantine(rejects)
+        await self.broker.quarantine([(r.delivery, f"{r.kind}: {r.reason}") for r in rejects])
 
     # --- outbox ------------------------------------------------------------------------
 
@@ -263,7 +345,7 @@ class Backend:
                 await self.broker.publish_orders(jobs)
             for call in calls:
                 self.notifier.submit(call)
-            now = datetime.now(timezone.utc)
+            now = datetime.now(UTC)
             for order in orders:
                 timeout = order.headers.get("timeout_s")
                 if timeout:
@@ -276,7 +358,7 @@ class Backend:
 
     async def _record_notification(self, command: cmd.Command) -> cmd.Outcome:
         (outcome,) = await self.in_store(self.engine.execute, [command])
-        self._track(command, datetime.now(timezone.utc))
+        self._track(command, datetime.now(UTC))
         self._stored()
         return outcome
 
@@ -286,7 +368,7 @@ class Backend:
         """Arm the jobs with a timeout still in flight when the backend starts (e.g. after a
         crash), their clocks starting now. Arming every job ever submitted would, one timeout
         later, send a refused `RecordTimeout` for each of them."""
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         for job_id, (workflow_id, timeout) in jobs_in_flight(self.engine).items():
             self._deadlines[job_id] = (workflow_id, timeout, now)
 
@@ -306,7 +388,7 @@ class Backend:
             await self.check_timeouts()
 
     async def check_timeouts(self) -> None:
-        now = datetime.now(timezone.utc)
+        now = datetime.now(UTC)
         expired = [
             (job_id, workflow_id)
             for job_id, (workflow_id, timeout, last) in self._deadlines.items()

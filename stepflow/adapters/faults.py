@@ -9,6 +9,9 @@ costs one string comparison: callers write `if FAULT == "name": crash()`.
     after_store_before_publish   the outbox read stored orders and has published none
     during_publish               outbox: the first half of a batch of 2+ orders is confirmed
     after_publish_before_advance the orders are confirmed, the tracked position not advanced
+    poison_message               inbox: about to apply the message whose id (or key) is
+                                 STEPFLOW_FAULT_MESSAGE, in every life of the process: a bug
+                                 that kills the backend on one message (the crash-loop breaker)
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import os
 import structlog
 
 FAULT = os.environ.get("STEPFLOW_FAULT", "")
+FAULT_MESSAGE = os.environ.get("STEPFLOW_FAULT_MESSAGE", "")
 _visits_left = [int(os.environ.get("STEPFLOW_FAULT_AFTER", "1") or 1)] if FAULT else [0]
 
 

@@ -31,7 +31,27 @@ def message_key(delivery: Delivery) -> str:
     return f"sha256:{digest}"
 
 
+def body_digest(body: bytes) -> str:
+    """What tells a redelivery (same bytes) from another message reusing its id."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
 def translate(delivery: Delivery, max_body: int = p.MAX_BODY_BYTES) -> cmd.Command | p.WorkerDiscovery | p.WorkerStatus:
+    """Raise `Malformed` for what cannot be used. The decoders bound the nesting depth before
+    they decode, and anything else a body makes them raise (a RecursionError, a UnicodeError,
+    a MemoryError) is the message's fault as well: it is reported as malformed."""
+    try:
+        command = _translate(delivery, max_body)
+    except Malformed:
+        raise
+    except Exception as error:  # noqa: BLE001 - the body is to blame, whatever it raised
+        raise Malformed(f"invalid {delivery.queue} message: {type(error).__name__}: {str(error)[:300]}") from None
+    if isinstance(command, cmd.Command):
+        return msgspec.structs.replace(command, digest=body_digest(delivery.body))
+    return command
+
+
+def _translate(delivery: Delivery, max_body: int) -> cmd.Command | p.WorkerDiscovery | p.WorkerStatus:
     if len(delivery.body) > max_body:
         raise Malformed(f"body of {len(delivery.body)} bytes is over the {max_body} byte limit")
     content_type = delivery.content_type

@@ -29,7 +29,7 @@ from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 
 OUTBOX = "outbox"
-TOPICS = ("JobSubmitted", "WorkflowStopped", "WorkflowDeleted")
+TOPICS = ("JobSubmitted", "WorkflowStopped", "WorkflowDeleted", "JobTimedOut")
 
 
 def order_message(event: ev.JobSubmitted) -> p.Message:
@@ -56,9 +56,11 @@ def order_message(event: ev.JobSubmitted) -> p.Message:
     )
 
 
-def stop_messages(event: ev.WorkflowStopped | ev.WorkflowDeleted) -> list[p.Message]:
+def stop_messages(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut) -> list[p.Message]:
     """`stop_process` for each job that was running, broadcast: the backend does not track
-    which instance holds a job, and a worker not holding it ignores the order."""
+    which instance holds a job, and a worker not holding it ignores the order. A timed-out
+    job is stopped too: a worker still at it would hold a prefetch slot to the end."""
+    jobs = (event.job_id,) if isinstance(event, ev.JobTimedOut) else event.jobs
     return [
         p.Message(
             routing_key="",
@@ -66,7 +68,7 @@ def stop_messages(event: ev.WorkflowStopped | ev.WorkflowDeleted) -> list[p.Mess
             message_id=f"stop:{job_id}",
             headers={"broadcast": True, "workflow_id": str(event.originator_id)},
         )
-        for job_id in event.jobs
+        for job_id in jobs
     ]
 
 
@@ -89,7 +91,7 @@ class OutboxReader:
         for _, event in items:
             if isinstance(event, ev.JobSubmitted):
                 orders.append(order_message(event))
-            elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted)):
+            elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted, ev.JobTimedOut)):
                 directs.extend(stop_messages(event))
         last = items[-1][0] if items else after
         return last, orders, directs

@@ -19,7 +19,7 @@ import random
 import time
 import uuid
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import singledispatchmethod
 from typing import Any, ClassVar
 from uuid import UUID
@@ -34,7 +34,7 @@ from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.mapper import MsgspecMapper
 from stepflow.engine.snapshots import WorkflowSnapshot
 from stepflow.engine.state import WorkflowState
-from stepflow.engine.workflow import Rejected, Workflow, project_workflow
+from stepflow.engine.workflow import Ignored, Rejected, Workflow, project_workflow
 
 log = structlog.get_logger("stepflow.engine")
 
@@ -42,7 +42,11 @@ CONFLICT_RETRIES = 30  # with a jittered backoff, a few seconds at most before g
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
+
+
+class GaveUp(RuntimeError):
+    """Too many concurrency conflicts in a row: the store is contended, not the message."""
 
 
 class _Stale(Exception):
@@ -100,15 +104,15 @@ class WorkflowEngine(Application[UUID]):
         log.info("workflow_started", workflow_id=str(workflow_id), definition=definition.identifier)
         return workflow_id
 
-    def execute(self, commands: Sequence[cmd.Command]) -> list[cmd.Outcome]:
-        """Run commands in order and store every resulting event in one transaction."""
+    def execute(self, commands: Sequence[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
+        """Run commands in order and store every resulting event, and `also`, in one transaction."""
         for attempt in range(CONFLICT_RETRIES):
             touched: dict[UUID, Workflow] = {}
             loaded: dict[UUID, int] = {}
             try:
                 outcomes = [self._run(command, touched, loaded) for command in commands]
-                if touched:
-                    self.save(*touched.values())
+                if touched or also:
+                    self.save(*touched.values(), *also)
                 return outcomes
             except (RecordConflictError, _Stale):
                 self._evict(touched)
@@ -119,7 +123,7 @@ class WorkflowEngine(Application[UUID]):
             except BaseException:
                 self._evict(touched)
                 raise
-        raise RuntimeError(f"gave up after {CONFLICT_RETRIES} concurrency conflicts")
+        raise GaveUp(f"gave up after {CONFLICT_RETRIES} concurrency conflicts")
 
     def _run(self, command: cmd.Command, touched: dict[UUID, Workflow], loaded: dict[UUID, int]) -> cmd.Outcome:
         workflow = touched.get(command.workflow_id)
@@ -128,48 +132,49 @@ class WorkflowEngine(Application[UUID]):
                 workflow = self.load(command.workflow_id)
                 touched[command.workflow_id] = workflow
                 loaded[command.workflow_id] = workflow.version
-            self._dispatch(command, workflow, utcnow())
+            ignored = self._dispatch(command, workflow, utcnow())
         except Rejected as error:
             # A cached aggregate may be behind the store (another backend wrote this workflow):
             # a write would fail the version check, but a rejection writes nothing, so check
             # here, and run the batch again from the store rather than drop a good message.
             if self.recorder.select_events(command.workflow_id, gt=loaded[command.workflow_id], limit=1):
                 raise _Stale from None
-            return cmd.Outcome(rejected=str(error))
+            return cmd.Outcome(rejected=str(error), kind=error.kind, applied_digest=error.applied_digest)
         except AggregateNotFoundError:
-            return cmd.Outcome(rejected=f"unknown workflow {command.workflow_id}")
-        return cmd.OK
+            return cmd.Outcome(rejected=f"unknown workflow {command.workflow_id}", kind="unknown")
+        return cmd.Outcome(ignored=ignored) if ignored else cmd.OK
 
     @singledispatchmethod
-    def _dispatch(self, command: cmd.Command, workflow: Workflow, now: datetime) -> None:
+    def _dispatch(self, command: cmd.Command, workflow: Workflow, now: datetime) -> Ignored | None:
         raise TypeError(f"unknown command {type(command).__name__}")
 
     @_dispatch.register
-    def _(self, c: cmd.RecordProgress, w: Workflow, now: datetime) -> None:
-        w.record_progress(c.job_id, c.progression, now=now, cause=c.cause, message=c.message, worker=c.worker)
+    def _(self, c: cmd.RecordProgress, w: Workflow, now: datetime) -> Ignored | None:
+        return w.record_progress(c.job_id, c.progression, now=now, cause=c.cause, message=c.message,
+                                 worker=c.worker, digest=c.digest)
 
     @_dispatch.register
-    def _(self, c: cmd.RecordCompleted, w: Workflow, now: datetime) -> None:
-        w.record_completed(c.job_id, now=now, cause=c.cause, outputs=c.outputs,
-                           destination_paths=c.destination_paths,
-                           execution_duration=c.execution_duration, worker=c.worker)
+    def _(self, c: cmd.RecordCompleted, w: Workflow, now: datetime) -> Ignored | None:
+        return w.record_completed(c.job_id, now=now, cause=c.cause, outputs=c.outputs,
+                                  destination_paths=c.destination_paths,
+                                  execution_duration=c.execution_duration, worker=c.worker, digest=c.digest)
 
     @_dispatch.register
-    def _(self, c: cmd.RecordError, w: Workflow, now: datetime) -> None:
-        w.record_error(c.job_id, c.message, now=now, cause=c.cause, kind=c.kind,
-                       execution_duration=c.execution_duration, worker=c.worker)
+    def _(self, c: cmd.RecordError, w: Workflow, now: datetime) -> Ignored | None:
+        return w.record_error(c.job_id, c.message, now=now, cause=c.cause, kind=c.kind,
+                              execution_duration=c.execution_duration, worker=c.worker, digest=c.digest)
 
     @_dispatch.register
-    def _(self, c: cmd.RecordStopped, w: Workflow, now: datetime) -> None:
-        w.record_stopped(c.job_id, now=now, cause=c.cause, reason=c.reason)
+    def _(self, c: cmd.RecordStopped, w: Workflow, now: datetime) -> Ignored | None:
+        return w.record_stopped(c.job_id, now=now, cause=c.cause, reason=c.reason, digest=c.digest)
 
     @_dispatch.register
-    def _(self, c: cmd.RecordUnroutable, w: Workflow, now: datetime) -> None:
-        w.record_unroutable(c.job_id, c.job_type, now=now, cause=c.cause)
+    def _(self, c: cmd.RecordUnroutable, w: Workflow, now: datetime) -> Ignored | None:
+        return w.record_unroutable(c.job_id, c.job_type, now=now, cause=c.cause, digest=c.digest)
 
     @_dispatch.register
-    def _(self, c: cmd.RecordTimeout, w: Workflow, now: datetime) -> None:
-        w.record_timeout(c.job_id, now=now, cause=c.cause)
+    def _(self, c: cmd.RecordTimeout, w: Workflow, now: datetime) -> Ignored | None:
+        return w.record_timeout(c.job_id, now=now, cause=c.cause)
 
     @_dispatch.register
     def _(self, c: cmd.RetryJob, w: Workflow, now: datetime) -> None:
@@ -204,6 +209,7 @@ class WorkflowEngine(Application[UUID]):
                 timestamp=utcnow(), cause=message.message_id, message_id=message.message_id,
                 queue=message.queue, reason=message.reason, headers=message.headers,
                 body_excerpt=message.body[:512].decode("utf-8", "replace"), body_size=len(message.body),
+                kind=message.kind, digest=message.digest, applied_digest=message.applied_digest,
             ))
         recorded: set[str] = set()
         try:
@@ -227,6 +233,30 @@ class WorkflowEngine(Application[UUID]):
             firsts.append(message.key in recorded)
             recorded.discard(message.key)
         return firsts
+
+    def suspect(self, key: str, message_id: str | None, queue: str) -> tuple[int, ev.Event]:
+        """Count one more attempt to apply a redelivered message alone. Return how many
+        attempts came before it and never finished (each time, the backend died), and the
+        `SuspicionCleared` event to store with whatever applying it stores."""
+        stream = ev.suspect_stream_id(key)
+        for _ in range(CONFLICT_RETRIES):
+            marks = self.recorder.select_events(stream)
+            unfinished = 0
+            for record in reversed(marks):
+                if record.topic != "MessageSuspected":
+                    break
+                unfinished += 1
+            version = len(marks) + 1
+            try:
+                self.save(ev.MessageSuspected(
+                    originator_id=stream, originator_version=version, timestamp=utcnow(),
+                    cause=message_id, message_id=message_id, queue=queue,
+                ))
+            except RecordConflictError:
+                continue  # another backend counted an attempt at the same moment
+            return unfinished, ev.SuspicionCleared(originator_id=stream, originator_version=version + 1,
+                                                   timestamp=utcnow(), cause=message_id)
+        raise GaveUp(f"gave up counting attempts of message {key}")
 
     def record_refused(
         self, *, actor: str, action: str, groups: Sequence[str] = (), definition: str | None = None,

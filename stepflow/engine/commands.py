@@ -16,6 +16,7 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     workflow_id: UUID
     cause: str | None = None
     actor: str | None = None
+    digest: str | None = None  # of the causing message's body (see `Workflow._seen`)
 
 
 class RecordProgress(Command, frozen=True, kw_only=True):
@@ -90,10 +91,15 @@ AnyCommand = Union[
 ]
 
 
-class Outcome(msgspec.Struct, frozen=True):
-    """What became of one command: recorded (maybe nothing new), or rejected with a reason."""
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of one command: applied; ignored on purpose (`ignored`: duplicate, late,
+    late_progress); or rejected with a reason and its kind (unknown, conflicting_duplicate,
+    refused)."""
 
     rejected: str | None = None
+    kind: str | None = None  # the rejection's kind
+    applied_digest: str | None = None  # conflicting_duplicate: the body applied before
+    ignored: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -110,6 +116,9 @@ class Quarantine(msgspec.Struct, frozen=True, kw_only=True):
     key: str
     queue: str
     reason: str
+    kind: str = "malformed"
     message_id: str | None = None
     headers: dict[str, str] = {}
     body: bytes = b""
+    digest: str | None = None
+    applied_digest: str | None = None

@@ -44,6 +44,7 @@ class JobProgressed(Event, frozen=True, kw_only=True):
     progression: int
     message: str | None = None
     worker: str | None = None
+    digest: str | None = None  # of the causing message's body: tells a redelivery from a clash
 
 
 class JobCompleted(Event, frozen=True, kw_only=True):
@@ -52,6 +53,7 @@ class JobCompleted(Event, frozen=True, kw_only=True):
     destination_paths: tuple[str, ...] = ()
     execution_duration: float | None = None
     worker: str | None = None
+    digest: str | None = None
 
 
 class JobErrored(Event, frozen=True, kw_only=True):
@@ -60,11 +62,13 @@ class JobErrored(Event, frozen=True, kw_only=True):
     kind: str | None = None
     execution_duration: float | None = None
     worker: str | None = None
+    digest: str | None = None
 
 
 class JobUnroutable(Event, frozen=True, kw_only=True):
     job_id: str
     job_type: str
+    digest: str | None = None
 
 
 class JobTimedOut(Event, frozen=True, kw_only=True):
@@ -75,6 +79,20 @@ class JobTimedOut(Event, frozen=True, kw_only=True):
 class JobStopped(Event, frozen=True, kw_only=True):
     job_id: str
     reason: str = ""
+    digest: str | None = None
+
+
+class LateAnswerReceived(Event, frozen=True, kw_only=True):
+    """A well-formed answer for a job that was no longer running (stopped, timed out, retried,
+    already answered): not garbage, and not applied; kept with what the worker sent."""
+
+    job_id: str
+    answer: str  # completed, error, stopped, unroutable
+    job_status: str  # what the job was when the answer came
+    outputs: dict[str, Any] = {}
+    message: str | None = None
+    worker: str | None = None
+    digest: str | None = None
 
 
 class JobRetryRequested(Event, frozen=True, kw_only=True):
@@ -167,6 +185,7 @@ WorkflowEvent = Union[
     StepFailed,
     WorkflowCompleted,
     WorkflowFailed,
+    LateAnswerReceived,
 ]
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in WorkflowEvent.__args__}  # type: ignore[attr-defined]
@@ -204,6 +223,28 @@ class MessageQuarantined(Event, frozen=True, kw_only=True):
     headers: dict[str, str] = {}
     body_excerpt: str = ""
     body_size: int = 0
+    # malformed (cannot decode), unknown (no such workflow or job), conflicting_duplicate (an
+    # applied message id with another body), poison (raised while applied, or killed the
+    # backend twice when alone); events stored before kinds existed were all malformed.
+    kind: str = "malformed"
+    digest: str | None = None  # sha256 prefix of the body
+    applied_digest: str | None = None  # conflicting_duplicate: the body that was applied
+
+
+class MessageSuspected(Event, frozen=True, kw_only=True):
+    """A redelivered message is about to be applied alone (the crash-loop breaker).
+
+    Its stream (`suspect_stream_id`) counts the attempts: a message whose earlier attempts
+    never finished (the backend died each time) is quarantined instead of tried again.
+    """
+
+    message_id: str | None
+    queue: str
+
+
+class SuspicionCleared(Event, frozen=True, kw_only=True):
+    """The suspect was applied: stored in the same transaction as what it caused, so a backend
+    that dies after that commit (and before its ack) is not blamed on the message."""
 
 
 QUARANTINE_NAMESPACE = UUID("5f0c8d1e-6a42-4c8e-9d7b-8f6f2b1c0e11")
@@ -211,6 +252,13 @@ QUARANTINE_NAMESPACE = UUID("5f0c8d1e-6a42-4c8e-9d7b-8f6f2b1c0e11")
 
 def quarantine_stream_id(key: str) -> UUID:
     return uuid5(QUARANTINE_NAMESPACE, key)
+
+
+SUSPECT_NAMESPACE = UUID("9a3c6f1e-2b7d-4e58-b0c4-7d1e5a2f8c36")
+
+
+def suspect_stream_id(key: str) -> UUID:
+    return uuid5(SUSPECT_NAMESPACE, key)
 
 
 class ActionRefused(Event, frozen=True, kw_only=True):

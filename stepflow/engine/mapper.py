@@ -15,12 +15,18 @@ from uuid import UUID
 import msgspec
 from eventsourcing.persistence import Mapper, StoredEvent
 
-from stepflow.engine.events import ActionRefused, MessageQuarantined, WorkflowEvent
+from stepflow.engine.events import (
+    ActionRefused,
+    MessageQuarantined,
+    MessageSuspected,
+    SuspicionCleared,
+    WorkflowEvent,
+)
 from stepflow.engine.snapshots import WorkflowSnapshot
 
 _encoder = msgspec.json.Encoder()
 _decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(
-    WorkflowEvent | WorkflowSnapshot | MessageQuarantined | ActionRefused
+    WorkflowEvent | WorkflowSnapshot | MessageQuarantined | MessageSuspected | SuspicionCleared | ActionRefused
 )
 
 

@@ -73,6 +73,7 @@ class WorkflowState(msgspec.Struct, kw_only=True):
     steps: dict[str, StepState]
     jobs: dict[str, JobState] = {}
     seen: set[str] = set()
+    digests: dict[str, str] = {}  # cause -> body digest, to tell a redelivery from a clash
     started_at: datetime
     ended_at: datetime | None = None
     reason: str | None = None
@@ -105,6 +106,9 @@ def evolve(state: WorkflowState | None, event: ev.Event) -> WorkflowState:
     state.version = event.originator_version
     if event.cause:
         state.seen.add(event.cause)
+        digest = getattr(event, "digest", None)
+        if digest is not None:
+            state.digests[event.cause] = digest
     _apply(event, state)
     return state
 
@@ -201,6 +205,11 @@ def _fail_job(
     job.error = message
     job.error_kind = kind
     job.ended_at = job.last_activity = at
+
+
+@_apply.register
+def _(event: ev.LateAnswerReceived, state: WorkflowState) -> None:
+    pass  # kept for the record; the job had already ended
 
 
 @_apply.register

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from stepflow.engine import events as ev
@@ -21,9 +21,20 @@ from stepflow.engine.definitions import WorkflowDefinition, resolve_parameters
 from stepflow.engine.snapshots import WorkflowSnapshot
 from stepflow.engine.state import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL, WorkflowState, evolve
 
+Ignored = Literal["duplicate", "late", "late_progress"]  # recorded nothing new, on purpose
+
 
 class Rejected(ValueError):
-    """A command that makes no sense for this workflow; nothing was recorded."""
+    """A command that makes no sense for this workflow; nothing was recorded.
+
+    `kind` says why, for the quarantine record: `unknown` (no such job), `conflicting_duplicate`
+    (an applied message id with another body), `refused` (anything else).
+    """
+
+    def __init__(self, reason: str, *, kind: str = "refused", applied_digest: str | None = None) -> None:
+        super().__init__(reason)
+        self.kind = kind
+        self.applied_digest = applied_digest
 
 
 class Workflow:
@@ -74,60 +85,71 @@ class Workflow:
 
     def record_progress(
         self, job_id: str, progression: int, *, now: datetime, cause: str | None = None,
-        message: str | None = None, worker: str | None = None,
-    ) -> None:
-        if self._seen(cause):
-            return
+        message: str | None = None, worker: str | None = None, digest: str | None = None,
+    ) -> Ignored | None:
+        if self._seen(cause, digest):
+            return "duplicate"
         job = self._job(job_id)
         if job.status not in JOB_ACTIVE or self.state.status in WORKFLOW_FINAL:
-            return  # progress may overtake a completion on another queue: not an error
+            return "late_progress"  # may overtake a completion on another queue: counted, not kept
         self._record(ev.JobProgressed, now, cause, None, job_id=job_id,
-                     progression=max(0, min(100, progression)), message=message, worker=worker)
+                     progression=max(0, min(100, progression)), message=message, worker=worker,
+                     digest=digest)
+        return None
 
     def record_completed(
         self, job_id: str, *, now: datetime, cause: str | None = None,
         outputs: dict[str, Any] | None = None, destination_paths: Iterable[str] = (),
-        execution_duration: float | None = None, worker: str | None = None,
-    ) -> None:
-        if self._seen(cause):
-            return
-        self._expect_active(job_id, "completion")
+        execution_duration: float | None = None, worker: str | None = None, digest: str | None = None,
+    ) -> Ignored | None:
+        if self._seen(cause, digest):
+            return "duplicate"
+        if self._late(job_id, "completed", now, cause, digest, outputs=outputs or {}, worker=worker):
+            return "late"
         self._record(ev.JobCompleted, now, cause, None, job_id=job_id, outputs=outputs or {},
                      destination_paths=tuple(destination_paths),
-                     execution_duration=execution_duration, worker=worker)
+                     execution_duration=execution_duration, worker=worker, digest=digest)
+        return None
 
     def record_error(
         self, job_id: str, message: str, *, now: datetime, cause: str | None = None,
         kind: str | None = None, execution_duration: float | None = None, worker: str | None = None,
-    ) -> None:
-        if self._seen(cause):
-            return
-        self._expect_active(job_id, "error")
+        digest: str | None = None,
+    ) -> Ignored | None:
+        if self._seen(cause, digest):
+            return "duplicate"
+        if self._late(job_id, "error", now, cause, digest, message=message, worker=worker):
+            return "late"
         self._record(ev.JobErrored, now, cause, None, job_id=job_id, message=message, kind=kind,
-                     execution_duration=execution_duration, worker=worker)
+                     execution_duration=execution_duration, worker=worker, digest=digest)
+        return None
 
-    def record_stopped(self, job_id: str, *, now: datetime, cause: str | None = None, reason: str = "") -> None:
-        if self._seen(cause):
-            return
-        job = self._job(job_id)
-        if job.status not in JOB_ACTIVE:
-            return  # the answer to our own stop order, after the workflow already stopped it
-        self._record(ev.JobStopped, now, cause, None, job_id=job_id, reason=reason)
+    def record_stopped(self, job_id: str, *, now: datetime, cause: str | None = None, reason: str = "",
+                       digest: str | None = None) -> Ignored | None:
+        if self._seen(cause, digest):
+            return "duplicate"
+        if self._late(job_id, "stopped", now, cause, digest, message=reason):
+            return "late"  # e.g. the answer to our own stop order, after the workflow stopped it
+        self._record(ev.JobStopped, now, cause, None, job_id=job_id, reason=reason, digest=digest)
+        return None
 
-    def record_unroutable(self, job_id: str, job_type: str, *, now: datetime, cause: str | None = None) -> None:
-        if self._seen(cause):
-            return
-        if self._job(job_id).status not in JOB_ACTIVE:
-            return
-        self._record(ev.JobUnroutable, now, cause, None, job_id=job_id, job_type=job_type)
+    def record_unroutable(self, job_id: str, job_type: str, *, now: datetime, cause: str | None = None,
+                          digest: str | None = None) -> Ignored | None:
+        if self._seen(cause, digest):
+            return "duplicate"
+        if self._late(job_id, "unroutable", now, cause, digest, message=f"no queue for {job_type}"):
+            return "late"
+        self._record(ev.JobUnroutable, now, cause, None, job_id=job_id, job_type=job_type, digest=digest)
+        return None
 
-    def record_timeout(self, job_id: str, *, now: datetime, cause: str | None = None) -> None:
+    def record_timeout(self, job_id: str, *, now: datetime, cause: str | None = None) -> Ignored | None:
         if self._seen(cause):
-            return
+            return "duplicate"
         job = self._job(job_id)
         if job.status not in JOB_ACTIVE or job.timeout_s is None:
-            return
+            return "late"
         self._record(ev.JobTimedOut, now, cause, None, job_id=job_id, timeout_s=job.timeout_s)
+        return None
 
     def retry_job(self, job_id: str, *, now: datetime, actor: str | None = None, cause: str | None = None) -> None:
         if self._seen(cause):
@@ -170,19 +192,34 @@ class Workflow:
     def active_jobs(self) -> list[str]:
         return [j.job_id for j in self.state.jobs.values() if j.status in JOB_ACTIVE]
 
-    def _seen(self, cause: str | None) -> bool:
-        return cause is not None and cause in self.state.seen
+    def _seen(self, cause: str | None, digest: str | None = None) -> bool:
+        """True for a message already applied; `Rejected` when its id was applied with
+        another body (a producer reusing ids, or a forgery): that is no redelivery."""
+        if cause is None or cause not in self.state.seen:
+            return False
+        applied = self.state.digests.get(cause)
+        if digest is not None and applied is not None and applied != digest:
+            raise Rejected(f"message id {cause} was applied with body sha256:{applied}; this body is "
+                           f"sha256:{digest}", kind="conflicting_duplicate", applied_digest=applied)
+        return True
 
     def _job(self, job_id: str) -> Any:
         try:
             return self.state.jobs[job_id]
         except KeyError:
-            raise Rejected(f"workflow {self.id} has no job {job_id}") from None
+            raise Rejected(f"workflow {self.id} has no job {job_id}", kind="unknown") from None
 
-    def _expect_active(self, job_id: str, what: str) -> None:
+    def _late(self, job_id: str, answer: str, now: datetime, cause: str | None, digest: str | None,
+              **fields: Any) -> bool:
+        """Record an answer for a job that is no longer running as `LateAnswerReceived`."""
         job = self._job(job_id)
-        if job.status not in JOB_ACTIVE:
-            raise Rejected(f"{what} for job {job_id}, which is already {job.status}")
+        if job.status in JOB_ACTIVE:
+            return False
+        self._apply(ev.LateAnswerReceived(
+            originator_id=self.id, originator_version=self.version + 1, timestamp=now, cause=cause,
+            job_id=job_id, answer=answer, job_status=job.status, digest=digest, **fields,
+        ))
+        return True
 
     def _expect_status(self, status: str, what: str) -> None:
         if self.state.status != status:

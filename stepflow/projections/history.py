@@ -106,17 +106,28 @@ def _clip(text: str) -> str:
     return text if len(text) <= DETAIL_WIDTH else text[: DETAIL_WIDTH - 1] + "…"
 
 
+# `audit --kind`: where each kind of inbound message that was not simply applied can be seen
+AUDIT_KINDS: dict[str, tuple[type[ev.Event], ...]] = {
+    "quarantine": (ev.MessageQuarantined,),  # malformed, unknown, conflicting_duplicate, poison
+    "late": (ev.LateAnswerReceived,),
+    "suspect": (ev.MessageSuspected, ev.SuspicionCleared),  # the crash-loop breaker's attempts
+    "refused": (ev.ActionRefused,),
+}
+
+
 def audit(
     engine: Any, *, since: datetime | None = None, until: datetime | None = None, after: int = 0,
     actor: str | None = None, workflow_id: UUID | None = None, batch_size: int = 1000,
+    kinds: tuple[type[ev.Event], ...] = (),
 ) -> Iterator[AuditEntry]:
-    """Stored events in log order, filtered by time (`since` <= t < `until`), actor, workflow.
+    """Stored events in log order, filtered by time (`since` <= t < `until`), actor, workflow,
+    and event types (`kinds`, see `AUDIT_KINDS`).
 
     `after` resumes an export after a notification id (each entry carries its own).
     """
     read = log_reader(engine)
     try:
-        yield from _audit(read, since, until, after, actor, workflow_id, batch_size)
+        yield from _audit(read, since, until, after, actor, workflow_id, batch_size, kinds)
     finally:
         close = getattr(read, "close", None)
         if close is not None:
@@ -124,7 +135,7 @@ def audit(
 
 
 def _audit(read: Any, since: datetime | None, until: datetime | None, after: int, actor: str | None,
-           workflow_id: UUID | None, batch_size: int) -> Iterator[AuditEntry]:
+           workflow_id: UUID | None, batch_size: int, kinds: tuple[type[ev.Event], ...]) -> Iterator[AuditEntry]:
     position = after
     while True:
         batch = read(position, batch_size)
@@ -138,6 +149,8 @@ def _audit(read: Any, since: datetime | None, until: datetime | None, after: int
             if actor is not None and event.actor != actor:
                 continue
             if workflow_id is not None and event.originator_id != workflow_id:
+                continue
+            if kinds and not isinstance(event, kinds):
                 continue
             yield audit_entry(notification_id, event)
         position = batch[-1][0]

@@ -88,11 +88,11 @@ def test_execute_stores_a_batch_and_answers_each_command(memory_engine: Workflow
     assert outcomes == [
         cmd.OK,
         cmd.OK,
-        cmd.Outcome(rejected=f"unknown workflow {unknown}"),
-        cmd.Outcome(rejected=f"workflow {first} has no job nope"),
+        cmd.Outcome(rejected=f"unknown workflow {unknown}", kind="unknown"),
+        cmd.Outcome(rejected=f"workflow {first} has no job nope", kind="unknown"),
+        cmd.Outcome(ignored="duplicate"),
         cmd.OK,
-        cmd.OK,
-        cmd.OK,
+        cmd.Outcome(ignored="late_progress"),  # after its completion
     ]
     assert [o.ok for o in outcomes] == [True, True, False, False, True, True, True]
     assert stored_since(memory_engine, before) == [
@@ -103,7 +103,7 @@ def test_execute_stores_a_batch_and_answers_each_command(memory_engine: Workflow
     assert "m4" not in memory_engine.workflow_state(first).seen
 
 
-def test_a_batch_of_refused_commands_stores_nothing(memory_engine: WorkflowEngine) -> None:
+def test_refused_commands_store_nothing_and_late_answers_are_kept(memory_engine: WorkflowEngine) -> None:
     workflow_id = memory_engine.start_workflow(FLOW, {"source": "in.mov"})
     job_id = current(memory_engine, workflow_id, "a")
     memory_engine.execute([cmd.RecordCompleted(workflow_id=workflow_id, job_id=job_id, cause="m1")])
@@ -111,19 +111,22 @@ def test_a_batch_of_refused_commands_stores_nothing(memory_engine: WorkflowEngin
     unknown = uuid.uuid4()
 
     outcomes = memory_engine.execute([
-        cmd.RecordCompleted(workflow_id=workflow_id, job_id=job_id, cause="m2"),
-        cmd.RecordError(workflow_id=workflow_id, job_id=job_id, message="late", cause="m3"),
         cmd.RetryJob(workflow_id=workflow_id, job_id=job_id, actor="ops"),
         cmd.StopWorkflow(workflow_id=unknown),
     ])
-
-    assert [o.rejected for o in outcomes] == [
-        f"completion for job {job_id}, which is already completed",
-        f"error for job {job_id}, which is already completed",
-        f"job {job_id} is completed; only an errored, stopped or unroutable job can be retried",
-        f"unknown workflow {unknown}",
+    assert [(o.rejected, o.kind) for o in outcomes] == [
+        (f"job {job_id} is completed; only an errored, stopped or unroutable job can be retried", "refused"),
+        (f"unknown workflow {unknown}", "unknown"),
     ]
     assert memory_engine.max_notification_id() == before
+
+    late = memory_engine.execute([
+        cmd.RecordCompleted(workflow_id=workflow_id, job_id=job_id, cause="m2", outputs={"x": 2}),
+        cmd.RecordError(workflow_id=workflow_id, job_id=job_id, message="late", cause="m3"),
+    ])
+    assert late == [cmd.Outcome(ignored="late")] * 2
+    assert [(e.answer, e.job_status) for _, e in memory_engine.notifications(before, 10)] == [
+        ("completed", "completed"), ("error", "completed")]
 
 
 def test_every_command_type_reaches_the_aggregate(memory_engine: WorkflowEngine) -> None:

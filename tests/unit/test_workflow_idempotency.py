@@ -86,18 +86,33 @@ def test_the_start_message_id_is_remembered() -> None:
     assert "start-1" in workflow.state.seen
 
 
-def test_a_second_completion_with_another_message_id_is_rejected_and_records_nothing() -> None:
+def test_a_second_completion_with_another_message_id_is_a_late_answer_and_changes_no_job() -> None:
     workflow, _ = start(FLOW)
     probe = job(workflow, "probe")
     complete(workflow, "probe", cause="msg-1")
+    jobs_before = msgspec.to_builtins(workflow.state.jobs, order="deterministic")
+    assert workflow.record_completed(probe, now=at(2), cause="msg-2", outputs={"again": 1}) == "late"
+    assert workflow.record_error(probe, "late", now=at(2), cause="msg-3") == "late"
+    events = workflow.collect_events()
+    assert [(type(e).__name__, e.cause, e.answer) for e in events] == [  # type: ignore[attr-defined]
+        ("LateAnswerReceived", "msg-2", "completed"), ("LateAnswerReceived", "msg-3", "error")]
+    assert msgspec.to_builtins(workflow.state.jobs, order="deterministic") == jobs_before
+    assert workflow.record_completed(probe, now=at(3), cause="msg-2", outputs={"again": 1}) == "duplicate"
+    assert workflow.collect_events() == []
+
+
+def test_an_applied_message_id_with_another_body_is_a_conflicting_duplicate() -> None:
+    workflow, _ = start(FLOW)
+    probe = job(workflow, "probe")
+    workflow.record_completed(probe, now=at(1), cause="msg-1", outputs={"n": 1}, digest="aaaa")
+    workflow.collect_events()
     before = snapshot_of(workflow)
-    with pytest.raises(Rejected, match=f"^completion for job {probe}, which is already completed$"):
-        workflow.record_completed(probe, now=at(2), cause="msg-2")
-    with pytest.raises(Rejected, match=f"^error for job {probe}, which is already completed$"):
-        workflow.record_error(probe, "late", now=at(2), cause="msg-3")
+    assert workflow.record_completed(probe, now=at(2), cause="msg-1", outputs={"n": 1}, digest="aaaa") == "duplicate"
+    with pytest.raises(Rejected, match="applied with body sha256:aaaa; this body is sha256:bbbb") as raised:
+        workflow.record_completed(probe, now=at(2), cause="msg-1", outputs={"n": 2}, digest="bbbb")
+    assert (raised.value.kind, raised.value.applied_digest) == ("conflicting_duplicate", "aaaa")
     assert workflow.collect_events() == []
     assert snapshot_of(workflow) == before
-    assert "msg-2" not in workflow.state.seen
 
 
 def test_a_late_progression_after_completion_records_nothing() -> None:

@@ -170,18 +170,21 @@ def test_stop_halts_every_active_job_and_step() -> None:
     assert {s: state.steps[s].status for s in "abc"} == {"a": "stopped", "b": "completed", "c": "stopped"}
 
 
-def test_after_stop_late_answers_decide_nothing() -> None:
+def test_after_stop_late_answers_are_kept_and_decide_nothing() -> None:
     workflow, _ = start(ONE_TRY)
     job_id = job(workflow, "a")
     workflow.stop(now=at(1))
     workflow.collect_events()
-    workflow.record_stopped(job_id, now=at(2), reason="stop order done")  # the worker's answer
-    workflow.record_progress(job_id, 50, now=at(2))
+    assert workflow.record_stopped(job_id, now=at(2), reason="stop order done") == "late"  # the worker's answer
+    assert workflow.record_progress(job_id, 50, now=at(2)) == "late_progress"
     workflow.stop(now=at(3))
-    assert workflow.collect_events() == []
-    with pytest.raises(Rejected, match=f"completion for job {job_id}, which is already stopped"):
-        workflow.record_completed(job_id, now=at(4))
+    assert workflow.record_completed(job_id, now=at(4), outputs={"x": 1}, cause="c1") == "late"
+    late = workflow.collect_events()
+    assert [(type(e), e.answer, e.job_status) for e in late] == [  # type: ignore[attr-defined]
+        (ev.LateAnswerReceived, "stopped", "stopped"), (ev.LateAnswerReceived, "completed", "stopped")]
+    assert late[1].outputs == {"x": 1}  # type: ignore[attr-defined]
     assert workflow.state.status == "stopped"
+    assert workflow.record_completed(job_id, now=at(5), cause="c1") == "duplicate"
 
 
 def test_a_finished_workflow_cannot_be_stopped() -> None:

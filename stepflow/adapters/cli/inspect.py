@@ -25,7 +25,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 from uuid import UUID
 
@@ -36,7 +36,7 @@ from eventsourcing.persistence import PersistenceError
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
 from stepflow.adapters.persistence import open_engine
 from stepflow.projections import ProjectionRunner, WorkersView, queries
-from stepflow.projections.history import audit, timeline
+from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, timeline
 from stepflow.projections.models import WorkflowDetail
 from stepflow.projections.replay import ReplayError, check_determinism, replay
 from stepflow.projections.store import ViewStore
@@ -148,12 +148,12 @@ def parse_time(text: str) -> datetime:
     match = re.fullmatch(r"(\d+(?:\.\d+)?)([smhd])", text.strip())
     if match:
         unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
-        return datetime.now(timezone.utc) - timedelta(seconds=float(match.group(1)) * unit)
+        return datetime.now(UTC) - timedelta(seconds=float(match.group(1)) * unit)
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a time: {text!r} (ISO 8601 or 30s/15m/2h/7d)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def emit_json(value: Any, out: TextIO | None = None) -> None:
@@ -273,6 +273,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--after", type=int, default=0, metavar="ID", help="resume after this notification id")
     p.add_argument("--actor", help="only events issued by this actor")
     p.add_argument("--workflow", help="only this workflow")
+    p.add_argument("--kind", choices=sorted(AUDIT_KINDS),
+                   help="only inbound messages quarantined (with their kind and reason), late answers, "
+                        "crash-loop suspects, or refused actions")
 
     p = common(sub.add_parser("project", help="keep the views up to date (long-running)"))
     p.add_argument("--once", action="store_true", help="catch up and exit")
@@ -382,7 +385,7 @@ def cmd_workers(args: argparse.Namespace) -> int:
     with Session(args, catch_up=False) as s:
         WorkersView(s.store)  # creates the table if no backend ever did
         workers = queries.list_workers(s.store, gone_after_s=args.gone_after, include_gone=not args.alive)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     if args.json:
         for worker in workers:
             emit_json(worker)
@@ -459,15 +462,31 @@ def cmd_audit(args: argparse.Namespace) -> int:
     with Session(args, catch_up=False) as s:
         workflow = s.workflow_id(args.workflow) if args.workflow else None
         entries = audit(s.engine, since=args.since, until=args.until, after=args.after, actor=args.actor,
-                        workflow_id=workflow)
+                        workflow_id=workflow, kinds=AUDIT_KINDS[args.kind] if args.kind else ())
         if args.json:
             for entry in entries:
                 emit_json(entry)
+            return EXIT_OK
+        if args.kind:
+            table(((e.notification_id, when(e.time, precise=True), e.event, e.cause, _what(e)) for e in entries),
+                  ("ID", "TIME", "EVENT", "MESSAGE", "WHAT"))
             return EXIT_OK
         table(((e.notification_id, when(e.time, precise=True), e.workflow_id[:8], e.version, e.event,
                 e.actor, e.cause) for e in entries),
               ("ID", "TIME", "WORKFLOW", "V", "EVENT", "ACTOR", "CAUSE"))
     return EXIT_OK
+
+
+def _what(entry: AuditEntry) -> str:
+    data = entry.data
+    if entry.event == "MessageQuarantined":
+        return f"{data.get('kind', 'malformed')} on {data.get('queue')}: {data.get('reason')}"[:160]
+    if entry.event == "LateAnswerReceived":
+        return (f"{data.get('answer')} for job {str(data.get('job_id'))[:8]} of workflow {entry.workflow_id[:8]}, "
+                f"which was {data.get('job_status')}")
+    if entry.event == "ActionRefused":
+        return f"{entry.actor} {data.get('action')}: {data.get('reason')}"[:160]
+    return f"{data.get('queue', '')}"
 
 
 def cmd_project(args: argparse.Namespace) -> int:

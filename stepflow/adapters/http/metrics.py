@@ -140,6 +140,12 @@ def _backend_metrics(out: Exposition, backend: Any, position: int) -> None:
                   sum(sizes.values()))
     for key, name, help in (("messages", "inbound_messages_total", "Inbound broker messages handled."),
                             ("quarantined", "quarantined_total", "Inbound messages sent to quarantine."),
+                            ("duplicates", "duplicates_ignored_total",
+                             "Inbound messages already applied (a redelivery), acked with no change."),
+                            ("late_answers", "late_answers_total",
+                             "Answers for jobs no longer running, kept as LateAnswerReceived events."),
+                            ("late_progress", "late_progress_total",
+                             "Progress reports for jobs no longer running, counted only."),
                             ("orders", "orders_published_total", "Job orders published (and notification jobs).")):
         out.family(name, "counter", help)
         out.sample(name, backend.stats.get(key, 0))
