@@ -128,12 +128,10 @@ class StoreContract:
         stored = first.max_notification_id()
 
         second = open_engine()
-        assert second.execute([done]) == [cmd.OK]
+        assert second.execute([done]) == [cmd.Outcome(ignored="duplicate")]
         assert second.max_notification_id() == stored
-        assert second.execute([msgspec.structs.replace(done, cause="m-2")]) == [
-            cmd.Outcome(rejected=f"completion for job {probe}, which is already completed")
-        ]
-        assert second.max_notification_id() == stored
+        assert second.execute([msgspec.structs.replace(done, cause="m-2")]) == [cmd.Outcome(ignored="late")]
+        assert second.max_notification_id() == stored + 1  # the LateAnswerReceived
 
     def test_snapshots_load_the_same_state(self, open_engine: EngineFactory) -> None:
         engine = open_engine(SnapshottingEngine)
@@ -174,14 +172,15 @@ class StoreContract:
         done = cmd.RecordCompleted(workflow_id=workflow_id, job_id=probe, cause="m-1", outputs={"segments": [0]})
         assert a.execute([done]) == [cmd.OK]  # conflict, reload, apply
         late = cmd.RecordCompleted(workflow_id=workflow_id, job_id=probe, cause="m-2")
-        assert b.execute([late]) == [  # b's cache is stale: conflict, reload, then refused
-            cmd.Outcome(rejected=f"completion for job {probe}, which is already completed")
-        ]
+        # b's cache is stale: conflict, reload, then kept as a late answer (the job is done)
+        assert b.execute([late]) == [cmd.Outcome(ignored="late")]
 
+        names = [type(e).__name__ for e in b.history(workflow_id)]
+        assert names.count("LateAnswerReceived") == 1
         names = [type(e).__name__ for e in a.history(workflow_id)]
         assert names[:4] == ["WorkflowStarted", "JobSubmitted", "JobProgressed", "JobCompleted"]
         assert names.count("JobCompleted") == 1
-        assert as_data(a.load(workflow_id).state) == as_data(b.workflow_state(workflow_id))
+        assert as_data(a.workflow_state(workflow_id)) == as_data(b.workflow_state(workflow_id))
 
     def test_a_batch_over_many_workflows_is_stored_in_order(self, open_engine: EngineFactory) -> None:
         engine = open_engine()
