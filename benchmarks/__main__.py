@@ -15,9 +15,12 @@ and the processes' logs under --out/logs/. Exit 1 when a scenario failed its own
 (a workflow not completed, a count that does not match, a process that died, a timeout).
 Speed is never asserted: the goals are reported against.
 
-Needs RabbitMQ (BENCH_AMQP_URL, default amqp://guest:guest@127.0.0.1:5672/), PostgreSQL
-(BENCH_POSTGRES_URL, default postgresql://postgres@127.0.0.1:5432/test) and the `bench`
-extra (celery, matplotlib, sqlalchemy).
+Needs RabbitMQ (BENCH_AMQP_URL, default amqp://guest:guest@127.0.0.1:5672/; a vhost is the
+URL's path: amqp://guest:guest@127.0.0.1:5672/bench), PostgreSQL (BENCH_POSTGRES_URL, default
+postgresql://postgres@127.0.0.1:5432/test) and the `bench` extra (celery, matplotlib,
+sqlalchemy). Every BENCH_* setting reaches every process the harness starts. The queues and
+exchanges a run declares are deleted when it ends, failed or not; those a deletion missed (the
+broker away for a moment) once more when the harness ends, on SIGINT and SIGTERM too.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import shlex
+import signal
 import sys
 import time
 import traceback
@@ -33,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.harness.common import BenchFailure, machine
+from benchmarks.harness.common import BenchFailure, delete_pending, machine
 from benchmarks.scenarios import CONTENDERS, QUICK, SCENARIOS, Context, Sizes
 
 
@@ -77,8 +81,26 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     return sizes
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C: every run's clean-up (its `finally`) runs; a second one
+    is ignored so that the clean-up can finish (SIGKILL still ends it at once)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise SystemExit(128 + signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    try:
+        return _main(args, argv)
+    finally:
+        left = delete_pending()
+        if left:
+            print(f"warning: could not delete {len(left)} queue(s)/exchange(s): {', '.join(left)}", file=sys.stderr)
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(args: argparse.Namespace, argv: list[str] | None) -> int:
     sizes = sizes_from(args)
     names = args.scenarios or list(SCENARIOS)
     out: Path = args.out

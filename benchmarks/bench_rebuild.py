@@ -28,7 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from stepflow.adapters.logging import configure
@@ -49,7 +49,7 @@ DEFINITION = build_definition({
         {"id": "publish", "job_type": "publish", "parents": ["encode"]},
     ],
 })
-T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2024, 1, 1, tzinfo=UTC)
 
 
 def script(workflow: Workflow, rng: random.Random, clock: list[datetime]) -> Iterator[None]:

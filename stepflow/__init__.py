@@ -5,6 +5,10 @@ The main entry points, imported lazily (so `import stepflow` stays cheap):
     from stepflow import Worker, JobContext, JobFailed          # write a worker
     from stepflow import load_definition, open_engine           # definitions, the store
     from stepflow import EmbeddedRuntime, AmqpRuntime           # run in-process / over RabbitMQ
+
+`stepflow.__version__` is the installed distribution's version (`DISTRIBUTION`, whose one
+source is pyproject.toml's `version`); "0.0.0+unknown" when the package is imported from a
+checkout that was never installed.
 """
 
 from __future__ import annotations
@@ -24,11 +28,25 @@ _EXPORTS = {
     "Backend": "stepflow.adapters.backend",
 }
 
+DISTRIBUTION = "stepflow-engine"  # the name on PyPI; the import name is `stepflow`
+
 __all__ = ["AmqpRuntime", "Backend", "EmbeddedRuntime", "JobContext", "JobFailed", "Worker",
            "WorkflowEngine", "load_definition", "open_engine"]
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:  # a checkout on sys.path, not installed
+        return "0.0.0+unknown"
+
+
 def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        value = globals()["__version__"] = _version()
+        return value
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'stepflow' has no attribute {name!r}")
@@ -38,4 +56,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_EXPORTS])
+    return sorted({*globals(), *_EXPORTS, "__version__"})

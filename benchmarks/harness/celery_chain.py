@@ -46,6 +46,7 @@ from benchmarks.harness.common import (
     unique_prefix,
     wait_consumers,
     wait_until,
+    will_declare,
 )
 
 NOOP = "bench.noop"
@@ -55,8 +56,9 @@ LAST = "bench.last"
 
 
 def make_app(queue: str, prefetch: int, backend: str | None = None, schema: str | None = None) -> Celery:
-    broker = AMQP_URL if AMQP_URL.endswith("/") else AMQP_URL + "/"
-    app = Celery("bench", broker=broker, backend=backend or None, set_as_current=False)
+    # As given: kombu reads the vhost from the path ("/" when there is none), and a slash
+    # added after one ("/bench/") would name another vhost.
+    app = Celery("bench", broker=AMQP_URL, backend=backend or None, set_as_current=False)
     app.conf.update(
         task_default_queue=queue,
         task_default_exchange=queue,
@@ -151,18 +153,20 @@ def run(load: Load, log_dir: Path, *, workers: int = 2, prefetch: int = 64, tag:
     if load.fan_out and load.workflows != 1:
         raise ValueError("the chord run is for one workflow")
     queue = unique_prefix("celery") + "q"
+    will_declare([queue], [queue])  # task_default_exchange is the queue's name
     done_dir = log_dir / f"{tag}-done-{queue}"
     done_dir.mkdir(parents=True, exist_ok=True)
     schema = backend = None
     if load.fan_out:  # a chord needs a result backend
         schema = queue.rstrip("_q")
-        pg_schema("create", schema)
         backend = "db+" + POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1)
     env = child_env(BENCH_CELERY_QUEUE=queue, BENCH_CELERY_DONE=str(done_dir), BENCH_CELERY_PREFETCH=str(prefetch),
                     BENCH_CELERY_BACKEND=backend or "", BENCH_CELERY_SCHEMA=schema or "")
     client = make_app(queue, prefetch, backend, schema)
     done = DoneLines(done_dir)
     try:
+        if schema:
+            pg_schema("create", schema)
         # A Celery worker takes 10 s to stop (warm or cold); the run is over and every line
         # written, so it gets 0.5 s before SIGKILL.
         with Processes(log_dir, stop_timeout=0.5) as procs:

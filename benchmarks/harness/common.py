@@ -144,8 +144,19 @@ def unique_prefix(tag: str) -> str:
 # --- processes ---------------------------------------------------------------------------
 
 
+# Set by the harness for one child process (its queue, its output file), never inherited.
+PER_PROCESS = ("BENCH_GAPS_FILE", "BENCH_CELERY_QUEUE", "BENCH_CELERY_DONE", "BENCH_CELERY_PREFETCH",
+               "BENCH_CELERY_BACKEND", "BENCH_CELERY_SCHEMA")
+
+
 def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPFLOW_", "BENCH_"))}
+    """The environment of every child: this one's, with every `BENCH_*` setting (the broker URL
+    and its vhost, the PostgreSQL URL, ...) as the harness resolved them, and none of stepflow's
+    own settings but the broker URL (`stepflow worker` reads it there): a child is told its
+    prefix and store on its command line. URLs stay off command lines (they may hold a password)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_") and k not in PER_PROCESS}
+    env["BENCH_AMQP_URL"] = env["STEPFLOW_AMQP_URL"] = AMQP_URL
+    env["BENCH_POSTGRES_URL"] = POSTGRES_URL
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
     env["PYTHONUNBUFFERED"] = "1"
     env.update(extra)
@@ -326,12 +337,41 @@ def wait_consumers(queue: str, count: int, procs: Processes, timeout: float = 60
                f"{count} consumer(s) on {queue}", procs, interval=0.2)
 
 
-def delete_broker_objects(queues: Sequence[str], exchanges: Sequence[str] = (), url: str = AMQP_URL) -> None:
-    """Remove a run's queues and exchanges; best effort (a clean-up error never hides the run's)."""
+# Every queue and exchange a run will declare, noted before its processes start and forgotten
+# once deleted: what a failed deletion left is deleted again when the harness ends.
+_PENDING: dict[tuple[str, str], set[str]] = {}
+
+
+def will_declare(queues: Sequence[str], exchanges: Sequence[str] = (), url: str = AMQP_URL) -> None:
+    """Note a run's broker objects before anything declares them (see `delete_pending`)."""
+    _PENDING.setdefault((url, "queue"), set()).update(queues)
+    _PENDING.setdefault((url, "exchange"), set()).update(exchanges)
+
+
+def delete_broker_objects(queues: Sequence[str], exchanges: Sequence[str] = (), url: str = AMQP_URL) -> bool:
+    """Remove a run's queues and exchanges; best effort (a clean-up error never hides the run's):
+    on failure they stay noted, and `delete_pending` tries again when the harness ends."""
+    will_declare(queues, exchanges, url)
     try:
         _delete_broker_objects(list(queues), list(exchanges), url)
     except Exception as error:  # noqa: BLE001  the broker may be away: say so and go on
         print(f"warning: could not delete {len(queues)} queue(s) of the run: {error!r}", file=sys.stderr)
+        return False
+    _PENDING[(url, "queue")].difference_update(queues)
+    _PENDING[(url, "exchange")].difference_update(exchanges)
+    return True
+
+
+def delete_pending() -> list[str]:
+    """Delete every noted queue and exchange not deleted yet (at the harness's end, whatever
+    happened); returns the names it could not delete."""
+    left: list[str] = []
+    for url in sorted({u for u, _ in _PENDING}):
+        queues = sorted(_PENDING.get((url, "queue"), ()))
+        exchanges = sorted(_PENDING.get((url, "exchange"), ()))
+        if (queues or exchanges) and not delete_broker_objects(queues, exchanges, url):
+            left += [*queues, *exchanges]
+    return left
 
 
 def _delete_broker_objects(queues: list[str], exchanges: list[str], url: str) -> None:

@@ -46,6 +46,7 @@ from benchmarks.harness.common import (
     unique_prefix,
     wait_consumers,
     wait_until,
+    will_declare,
 )
 
 
@@ -243,6 +244,8 @@ def run(load: Load, log_dir: Path, *, workers: int = 2, prefetch: int = 64, tag:
     out = log_dir / f"{tag}-result.json"
     gap_files = [log_dir / f"{tag}-gaps-{i}.json" for i in range(workers)]
     module = [PYTHON, "-m", "benchmarks.harness.raw_loop"]
+    queues, exchanges = [names.orders, names.completed], [names.orders_exchange, names.responses_exchange]
+    will_declare(queues, exchanges)
     try:
         with Processes(log_dir) as procs:
             worker_procs = [procs.start(f"worker-{tag}-{i}", [*module, "worker", "--prefix", prefix,
@@ -263,7 +266,7 @@ def run(load: Load, log_dir: Path, *, workers: int = 2, prefetch: int = 64, tag:
             cpu = {"worker": sum(p.cpu_seconds() for p in worker_procs)}
         data = json.loads(out.read_text())
     finally:
-        delete_broker_objects([names.orders, names.completed], [names.orders_exchange, names.responses_exchange])
+        delete_broker_objects(queues, exchanges)
     cpu["backend"] = data["cpu_s"]
     if data["workflows"] != load.workflows or data["jobs"] != load.jobs or data["orders"] != load.jobs:
         raise BenchFailure(f"raw loop: {data['workflows']}/{load.workflows} workflows, {data['jobs']}/{load.jobs} "

@@ -180,7 +180,10 @@ class Stages:
         out = {}
         for stage, samples in sorted(self.samples.items()):
             ordered = sorted(samples)
-            pick = lambda q: round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)  # noqa: E731
+
+            def pick(q: float, ordered: list[float] = ordered) -> float:
+                return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
+
             out[stage] = {"count": len(ordered), "p50": pick(0.5), "p99": pick(0.99)}
         return out
 

@@ -31,6 +31,7 @@ from benchmarks.harness.common import (
     summary_ms,
     unique_prefix,
     wait_consumers,
+    will_declare,
 )
 from stepflow.adapters.amqp import Topology
 from stepflow.adapters.persistence import open_engine
@@ -41,24 +42,26 @@ def run(load: Load, log_dir: Path, *, store: str = "sqlite", workers: int = 2, p
         tag: str | None = None, backend_args: tuple[str, ...] = (),
         backend_env: dict[str, str] | None = None) -> RunResult:
     tag = tag or f"stepflow-{store}"
+    if store not in ("sqlite", "postgres"):
+        raise ValueError(f"unknown store {store!r}")
     prefix = unique_prefix("sf")
     topology = Topology(prefix)
+    queues, exchanges = [*topology.queues(), topology.job_queue("noop")], list(topology.exchanges())
     log_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="stepflow-bench-"))
-    schema = None
-    if store == "sqlite":
-        url = f"sqlite:///{tmp / 'bench.sqlite'}"  # an absolute path: sqlite:////tmp/...
-    elif store == "postgres":
-        schema = prefix.rstrip("_")
-        pg_schema("create", schema)
-        url = f"{POSTGRES_URL}?schema={schema}"
-    else:
-        raise ValueError(f"unknown store {store!r}")
     out = log_dir / f"{tag}-backend.json"
     gap_files = [log_dir / f"{tag}-gaps-{i}.json" for i in range(workers)]
-    reader = open_engine(url)  # creates the tables before any other process touches the store
+    tmp = Path(tempfile.mkdtemp(prefix="stepflow-bench-"))
+    schema = prefix.rstrip("_") if store == "postgres" else None
+    reader = None
     completed: dict[str, float] = {}
+    will_declare(queues, exchanges)
     try:
+        if schema:
+            pg_schema("create", schema)
+            url = f"{POSTGRES_URL}?schema={schema}"
+        else:
+            url = f"sqlite:///{tmp / 'bench.sqlite'}"  # an absolute path: sqlite:////tmp/...
+        reader = open_engine(url)  # creates the tables before any other process touches the store
         with Processes(log_dir) as procs:
             worker_procs = [procs.start(
                 f"worker-{tag}-{i}",
@@ -97,8 +100,9 @@ def run(load: Load, log_dir: Path, *, store: str = "sqlite", workers: int = 2, p
         data = json.loads(out.read_text())
         started = _started(reader, load)
     finally:
-        reader.close()
-        delete_broker_objects([*topology.queues(), topology.job_queue("noop")], topology.exchanges())
+        if reader is not None:
+            reader.close()
+        delete_broker_objects(queues, exchanges)
         if schema:
             pg_schema("drop", schema)
         shutil.rmtree(tmp, ignore_errors=True)

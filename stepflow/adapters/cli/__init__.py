@@ -28,7 +28,7 @@ COMMAND_MODULES = ("run", "serve", "worker", "inspect", "control")
 def default_actor() -> str:
     try:
         return os.environ.get("STEPFLOW_ACTOR") or getpass.getuser()
-    except Exception:  # no user name in some containers
+    except Exception:  # noqa: BLE001  no user name in some containers
         return "unknown"
 
 
@@ -41,8 +41,41 @@ def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return parser
 
 
+def version_text() -> str:
+    """`stepflow --version`: this package's version and those of the libraries it stands on."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    import stepflow
+
+    def of(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    libraries = ", ".join(f"{name} {of(name)}" for name in ("eventsourcing", "aio-pika", "msgspec"))
+    return (f"stepflow {stepflow.__version__} ({stepflow.DISTRIBUTION}; {libraries}; "
+            f"Python {platform.python_version()})")
+
+
+class _VersionAction(argparse.Action):
+    """Like argparse's "version", but the text is only computed when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit(EXIT_OK)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="stepflow", description="Event-sourced workflow engine on RabbitMQ.")
+    parser.add_argument("--version", action=_VersionAction,
+                        help="print the version (and those of eventsourcing, aio-pika, msgspec) and exit")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in COMMAND_MODULES:
         try:

@@ -16,12 +16,9 @@ REF = "#/components/schemas/{name}"
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    import stepflow
 
-    try:
-        return version("stepflow")
-    except PackageNotFoundError:
-        return "0.0.0"
+    return str(stepflow.__version__)  # the distribution is "stepflow-engine" (pyproject.toml)
 
 
 def _operation_id(e: Endpoint) -> str:
