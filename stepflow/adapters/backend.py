@@ -299,13 +299,12 @@ class Backend:
         for r in rejects:
             log.warning("message_quarantined", queue=r.delivery.queue, message_id=r.delivery.message_id,
                         kind=r.kind, reason=r.reason)
-            digest = r.digest or body_digest(r.delivery.body)
             messages.append(cmd.Quarantine(
                 # one record per distinct body: a clash with an applied id is a record of its own
-                key=f"{message_key(r.delivery)}#{digest}", message_id=r.delivery.message_id,
-                queue=r.delivery.queue, kind=r.kind, reason=r.reason,
+                key=f"{message_key(r.delivery)}#{body_digest(r.delivery.body)}",
+                message_id=r.delivery.message_id, queue=r.delivery.queue, kind=r.kind, reason=r.reason,
                 headers={str(k): str(v)[:200] for k, v in r.delivery.headers.items()},
-                body=r.delivery.body, digest=digest, applied_digest=r.applied_digest,
+                body=r.delivery.body, digest=r.digest, applied_digest=r.applied_digest,
             ))
         await self.in_store(self.engine.record_quarantined, messages)
         await self.broker.quarantine([(r.delivery, f"{r.kind}: {r.reason}") for r in rejects])

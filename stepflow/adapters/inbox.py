@@ -32,8 +32,20 @@ def message_key(delivery: Delivery) -> str:
 
 
 def body_digest(body: bytes) -> str:
-    """What tells a redelivery (same bytes) from another message reusing its id."""
     return hashlib.sha256(body).hexdigest()[:32]
+
+
+# Not part of what an answer says: a job re-run after a crash (at least once) answers under the
+# same message id with other timings and another worker, and is still the same answer.
+_CIRCUMSTANCES = frozenset({"cause", "digest", "actor", "worker", "execution_duration"})
+_sorted = msgspec.json.Encoder(order="sorted")
+
+
+def content_digest(command: cmd.Command) -> str:
+    """What tells a redelivery or a re-run (same answer) from another message reusing an
+    applied id (another answer): the command's content, without its circumstances."""
+    content = {k: v for k, v in msgspec.structs.asdict(command).items() if k not in _CIRCUMSTANCES}
+    return hashlib.sha256(type(command).__name__.encode() + _sorted.encode(content)).hexdigest()[:32]
 
 
 def translate(delivery: Delivery, max_body: int = p.MAX_BODY_BYTES) -> cmd.Command | p.WorkerDiscovery | p.WorkerStatus:
@@ -47,7 +59,7 @@ def translate(delivery: Delivery, max_body: int = p.MAX_BODY_BYTES) -> cmd.Comma
     except Exception as error:  # noqa: BLE001 - the body is to blame, whatever it raised
         raise Malformed(f"invalid {delivery.queue} message: {type(error).__name__}: {str(error)[:300]}") from None
     if isinstance(command, cmd.Command):
-        return msgspec.structs.replace(command, digest=body_digest(delivery.body))
+        return msgspec.structs.replace(command, digest=content_digest(command))
     return command
 
 

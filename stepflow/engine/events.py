@@ -44,7 +44,7 @@ class JobProgressed(Event, frozen=True, kw_only=True):
     progression: int
     message: str | None = None
     worker: str | None = None
-    digest: str | None = None  # of the causing message's body: tells a redelivery from a clash
+    digest: str | None = None  # of the causing answer's content: tells a redelivery from a clash
 
 
 class JobCompleted(Event, frozen=True, kw_only=True):
@@ -227,8 +227,8 @@ class MessageQuarantined(Event, frozen=True, kw_only=True):
     # applied message id with another body), poison (raised while applied, or killed the
     # backend twice when alone); events stored before kinds existed were all malformed.
     kind: str = "malformed"
-    digest: str | None = None  # sha256 prefix of the body
-    applied_digest: str | None = None  # conflicting_duplicate: the body that was applied
+    digest: str | None = None  # conflicting_duplicate: this answer's content digest
+    applied_digest: str | None = None  # conflicting_duplicate: the applied answer's
 
 
 class MessageSuspected(Event, frozen=True, kw_only=True):

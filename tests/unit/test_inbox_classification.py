@@ -18,7 +18,7 @@ import pytest
 from stepflow.adapters import protocol as p
 from stepflow.adapters.backend import SUSPECT_ATTEMPTS, Backend
 from stepflow.adapters.embedded import EmbeddedRuntime
-from stepflow.adapters.inbox import body_digest
+from stepflow.adapters.inbox import translate
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
 from stepflow.adapters.worker import JobContext, Worker
 from stepflow.engine import commands as cmd
@@ -81,6 +81,14 @@ async def world() -> AsyncIterator[World]:
         await backend.stop()
 
 
+def digest_of(result: p.JobResult, message_id: str, workflow_id: uuid.UUID) -> str | None:
+    delivery = MemoryDelivery(queue=p.JOB_COMPLETED, body=p.encoder.encode(result), message_id=message_id,
+                              headers={"workflow_id": str(workflow_id)})
+    command = translate(delivery)
+    assert isinstance(command, cmd.Command)
+    return command.digest
+
+
 def completed(job_id: str, out: str = "ok") -> p.JobResult:
     return p.JobResult(job_id=job_id, status="completed", parameters=[p.Parameter(id="out", value=out)])
 
@@ -107,8 +115,13 @@ async def test_an_applied_id_with_another_body_is_a_conflicting_duplicate_with_b
     assert world.backend.stats["duplicates"] == 1
     (record,) = world.quarantined()
     assert record.kind == "conflicting_duplicate" and record.message_id == "m-1"
-    assert record.applied_digest == body_digest(p.encoder.encode(applied))
-    assert record.digest == body_digest(p.encoder.encode(clash))
+    assert record.applied_digest == digest_of(applied, "m-1", workflow_id)
+    assert record.digest == digest_of(clash, "m-1", workflow_id)
+    # the same answer re-run by another worker (other timings, same content) is no clash
+    rerun = p.JobResult(job_id=first, status="completed", parameters=applied.parameters,
+                        execution_duration=9.5, instance_id="another-worker")
+    await world.deliver(p.JOB_COMPLETED, rerun, "m-1", workflow_id=workflow_id)
+    assert world.backend.stats["duplicates"] == 2 and len(world.quarantined()) == 1
     assert world.engine.workflow_state(workflow_id).jobs[first].outputs == {"out": "a"}
     assert world.engine.workflow_state(workflow_id).jobs[second].status == "queued"
 
