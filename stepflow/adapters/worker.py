@@ -15,7 +15,12 @@ order cancels the handler: it sees `asyncio.CancelledError`, so cleanup is a `fi
 
 Guarantees: an order is acked only after its response was confirmed by the broker; a job id
 already answered is answered again with the same response (same message id), never re-run,
-so a redelivered or republished order changes nothing.
+and an order redelivered while its job still runs here waits for that run's answer, so a
+redelivered or republished order changes nothing. An order that cannot be read (not JSON,
+nested too deep, too big, wrongly typed headers, anything the reading raises) never stops
+the worker: it is answered `job_error` of kind `invalid_order` when its job and workflow ids
+can be told from its message id and headers, else rejected to the quarantine queue (the
+job queues dead-letter there), and logged either way.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ import socket
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any, get_type_hints
 
@@ -42,6 +47,10 @@ from stepflow.engine.ports import Delivery, WorkerBroker
 log = structlog.get_logger("stepflow.worker")
 SDK_VERSION = "0.1.0"
 REMEMBERED_JOBS = 10_000
+INVALID_ORDER = "invalid_order"  # the error kind of an order the worker cannot read
+MAX_ERROR_TEXT = 500  # characters of an exception's text kept in an invalid_order answer
+MAX_JOB_ID_BYTES = 200  # ids longer than this could not name a response (AMQP short strings)
+MAX_ATTEMPT = 1_000_000_000
 
 Handler = Callable[[Any, "JobContext"], Awaitable[Any]]
 
@@ -63,6 +72,9 @@ class JobContext:
         self._worker = worker
         self._broker = broker
         self._sent = 0
+        # Unique per attempt and per run of the worker: a job redelivered to a restarted
+        # worker reports progress under new ids, not ones the backend already applied.
+        self._progress_prefix = f"{order.job_id}:progression:{order.attempt}:{worker.run_token}"
         self.log = log.bind(job_id=order.job_id, workflow_id=workflow_id, job_type=job_type)
 
     async def progress(self, percent: int, message: str | None = None) -> None:
@@ -74,7 +86,7 @@ class JobContext:
         )
         await self._broker.publish_response(p.Message(
             routing_key=p.JOB_PROGRESSION, body=p.encoder.encode(body),
-            message_id=f"{self.job_id}:progression:{self._sent}",
+            message_id=f"{self._progress_prefix}:{self._sent}",
             headers={"workflow_id": self.workflow_id, "job_type": self.job_type},
         ))
 
@@ -87,6 +99,18 @@ class _Registered:
         self.params_type: Any = hints.get(first) if first else None
         if self.params_type in (dict, None, Any, inspect.Parameter.empty):
             self.params_type = None
+
+
+class _Job:
+    """A job running here: its task, and the deliveries of its order to settle with its answer
+    (more than one when the order was redelivered while it ran, e.g. after a reconnection)."""
+
+    __slots__ = ("task", "deliveries", "cancellable")
+
+    def __init__(self, delivery: Delivery) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.deliveries: list[Delivery] | None = [delivery]  # None once settled
+        self.cancellable = True  # False once the handler is over: a stop order comes too late
 
 
 class Worker:
@@ -109,11 +133,19 @@ class Worker:
         self.shutdown_grace_s = shutdown_grace_s
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.handlers: dict[str, _Registered] = {}
-        self._running: dict[str, asyncio.Task[Any]] = {}
+        self._jobs: dict[str, _Job] = {}  # job id -> the job running here
+        self._chores: set[asyncio.Task[None]] = set()  # answers to bad or repeated orders
         self._answered: OrderedDict[str, p.Message] = OrderedDict()
         self._stopping = asyncio.Event()
         self.started_at = datetime.now(timezone.utc)
+        self.run_token = uuid.uuid4().hex[:8]  # new at each `run`: part of progress message ids
         self.completed = 0
+        self.invalid_orders = 0  # orders that could not be read (answered or quarantined)
+
+    @property
+    def _running(self) -> dict[str, asyncio.Task[None]]:
+        """The tasks of the jobs running here, by job id."""
+        return {job_id: job.task for job_id, job in self._jobs.items() if job.task is not None}
 
     def job(self, job_type: str | None = None) -> Callable[[Handler], Handler]:
         """Register a handler for a job type (default: the function's name)."""
@@ -131,6 +163,7 @@ class Worker:
         if not self.handlers:
             raise RuntimeError(f"worker {self.label!r} has no job handler")
         self._stopping = stop or asyncio.Event()
+        self.run_token = uuid.uuid4().hex[:8]
         await broker.connect()
         job_types = list(self.handlers)
         await broker.consume_orders(job_types, self.prefetch)
@@ -152,10 +185,11 @@ class Worker:
         finally:
             for task in loops:
                 task.cancel()
-            if self._running:
+            running = [*self._running.values(), *self._chores]
+            if running:
                 # Let running jobs finish within the grace period; cancel the rest, which
                 # puts their orders back on the queue for another worker (see `_serve`).
-                _, late = await asyncio.wait(list(self._running.values()), timeout=self.shutdown_grace_s)
+                _, late = await asyncio.wait(running, timeout=self.shutdown_grace_s)
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
@@ -166,56 +200,134 @@ class Worker:
 
     async def _order_loop(self, broker: WorkerBroker) -> None:
         while True:
-            delivery = await broker.next_order()
-            task = asyncio.create_task(self._serve(broker, delivery))
-            key = delivery.message_id or str(id(task))  # an order's message id is its job id
-            self._running[key] = task
-            task.add_done_callback(functools.partial(self._finished, key))
+            self._take(broker, await broker.next_order())
 
-    def _finished(self, key: str, task: asyncio.Task[None]) -> None:
-        self._running.pop(key, None)
-
-    async def _serve(self, broker: WorkerBroker, delivery: Delivery) -> None:
+    def _take(self, broker: WorkerBroker, delivery: Delivery) -> None:
+        """Read an order and start its job; whatever the order is, it gets settled."""
         try:
-            order = p.decode_order(delivery.body)
-        except (msgspec.DecodeError, msgspec.ValidationError) as error:
-            log.error("order_malformed", message_id=delivery.message_id, reason=str(error))
-            await broker.reject(delivery, requeue=False)
+            order, job_type, workflow_id = read_order(delivery)
+        except Exception as error:  # anything reading it raises: RecursionError, KeyError, ...
+            self._chore(self._invalid(broker, delivery, error))
             return
-        headers = delivery.headers
-        job_type = str(headers.get("job_type") or getattr(delivery, "routing_key", "") or delivery.queue)
-        workflow_id = str(headers.get("workflow_id") or order.workflow_id or "")
+        job = self._jobs.get(order.job_id)
+        if job is not None and job.deliveries is not None:
+            # Redelivered while it runs here (our channel was lost and came back): one run,
+            # and its answer settles this delivery too.
+            log.info("order_redelivered_while_running", job_id=order.job_id)
+            job.deliveries.append(delivery)
+            return
         answered = self._answered.get(order.job_id)
         if answered is not None:
             log.info("order_already_answered", job_id=order.job_id)
-            await broker.publish_response(answered)
-            await broker.ack(delivery)
+            self._chore(self._answer(broker, [delivery], answered, order.job_id))
             return
-        registered = self.handlers.get(job_type)
+        job = _Job(delivery)
+        self._jobs[order.job_id] = job
+        job.task = asyncio.create_task(self._serve(broker, job, order, job_type, workflow_id))
+        job.task.add_done_callback(functools.partial(self._finished, order.job_id, job))
+
+    def _finished(self, job_id: str, job: _Job, task: asyncio.Task[None]) -> None:
+        if self._jobs.get(job_id) is job:
+            del self._jobs[job_id]
+        if not task.cancelled() and task.exception() is not None:  # `_serve` settles; never expected
+            log.error("job_task_failed", job_id=job_id, error=repr(task.exception()))
+
+    def _chore(self, coroutine: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def _serve(self, broker: WorkerBroker, job: _Job, order: p.JobOrder, job_type: str,
+                     workflow_id: str) -> None:
         ctx = JobContext(self, broker, order, job_type, workflow_id)
         started = time.monotonic()
         try:
+            response = await self._run_handler(broker, job, ctx, order, started)
+        except asyncio.CancelledError:
+            raise  # shutting down: the order went back to the queue
+        except Exception as error:  # building the answer failed: still answer, never hold the order
+            ctx.log.error("job_answer_failed", error=_describe(error, MAX_ERROR_TEXT))
+            response = self._result(ctx, "error", started, message=_describe(error, MAX_HANDLER_ERROR_TEXT),
+                                    kind="worker_error")
+        job.cancellable = False
+        await self._answer(broker, job, response, order.job_id)
+        self.completed += 1
+
+    async def _run_handler(self, broker: WorkerBroker, job: _Job, ctx: JobContext, order: p.JobOrder,
+                           started: float) -> p.Message:
+        registered = self.handlers.get(ctx.job_type)
+        try:
             if registered is None:
-                raise JobFailed(f"worker {self.label!r} has no handler for {job_type!r}", kind="no_handler")
+                raise JobFailed(f"worker {self.label!r} has no handler for {ctx.job_type!r}", kind="no_handler")
             params = self._params(registered, order)
             result = await registered.fn(params, ctx)
-            response = self._result(ctx, "completed", started, outputs=_outputs(result))
+            return self._result(ctx, "completed", started, outputs=_outputs(result))
         except asyncio.CancelledError:
             if self._stopping.is_set():
                 # Shutting down, not a stop order: leave the job to another worker.
-                await broker.reject(delivery, requeue=True)
+                for delivery in _settle_list(job):
+                    with contextlib.suppress(Exception):
+                        await broker.reject(delivery, requeue=True)
                 raise
-            response = self._result(ctx, "stopped", started, message="stopped by order")
+            return self._result(ctx, "stopped", started, message="stopped by order")
         except JobFailed as error:
-            response = self._result(ctx, "error", started, message=str(error), kind=error.kind)
+            return self._result(ctx, "error", started, message=_describe(error, MAX_HANDLER_ERROR_TEXT, bare=True),
+                                kind=error.kind if isinstance(error.kind, str) else None)
         except Exception as error:  # the handler's failure is the job's, not the worker's
-            ctx.log.warning("job_failed", error=repr(error))
-            response = self._result(ctx, "error", started, message=f"{type(error).__name__}: {error}",
-                                    kind=type(error).__name__)
-        await broker.publish_response(response)
-        self._remember(order.job_id, response)
-        await broker.ack(delivery)
-        self.completed += 1
+            ctx.log.warning("job_failed", error=_describe(error, MAX_ERROR_TEXT))
+            return self._result(ctx, "error", started, message=_describe(error, MAX_HANDLER_ERROR_TEXT),
+                                kind=type(error).__name__)
+
+    async def _answer(self, broker: WorkerBroker, held: _Job | list[Delivery], response: p.Message,
+                      job_id: str) -> None:
+        """Publish `response` (confirmed), remember it, then settle the order's deliveries.
+        Never raises: if publishing fails for good, the order is rejected to the quarantine."""
+        try:
+            await broker.publish_response(response)
+        except Exception as error:
+            log.error("response_not_published", job_id=job_id, error=_describe(error, MAX_ERROR_TEXT))
+            deliveries = _settle_list(held)
+            for delivery in deliveries:
+                with contextlib.suppress(Exception):
+                    await broker.reject(delivery, requeue=False)
+            return
+        self._remember(job_id, response)
+        for delivery in _settle_list(held):  # taken with no await since `_remember`: none is missed
+            try:
+                await broker.ack(delivery)
+            except Exception as error:
+                log.warning("order_ack_failed", job_id=job_id, error=_describe(error, MAX_ERROR_TEXT))
+
+    async def _invalid(self, broker: WorkerBroker, delivery: Delivery, error: BaseException) -> None:
+        """An order that cannot be read: answered `job_error` (kind invalid_order) when its job
+        and workflow ids can be told from its message id and headers, else rejected without
+        requeue (job queues dead-letter to the quarantine). Never raises, never leaves it held."""
+        self.invalid_orders += 1
+        reason = _describe(error, MAX_ERROR_TEXT)
+        ids = _recover_ids(delivery)
+        log.error("order_invalid", message_id=_loggable(getattr(delivery, "message_id", None)),
+                  queue=_loggable(getattr(delivery, "queue", None)), reason=reason,
+                  answered=ids is not None)
+        if ids is not None:
+            job_id, workflow_id, job_type = ids
+            body = p.JobResult(
+                job_id=job_id, status="error", workflow_id=workflow_id, error_kind=INVALID_ORDER,
+                instance_id=self.instance_id, execution_duration=0.0,
+                parameters=[p.Parameter(id="message", type="string", value=reason)],
+            )
+            try:
+                response = p.Message(routing_key=p.JOB_ERROR, body=p.encoder.encode(body),
+                                     message_id=f"{job_id}:error",
+                                     headers={"workflow_id": workflow_id, "job_type": job_type})
+            except Exception as encoding:  # cannot happen with checked ids; never hold the order
+                log.error("order_invalid_unanswerable", reason=_describe(encoding, MAX_ERROR_TEXT))
+            else:
+                await self._answer(broker, [delivery], response, job_id)
+                return
+        try:
+            await broker.reject(delivery, requeue=False)
+        except Exception as failure:
+            log.error("order_reject_failed", error=_describe(failure, MAX_ERROR_TEXT))
 
     def _params(self, registered: _Registered, order: p.JobOrder) -> Any:
         values = p.from_parameters(order.parameters)
@@ -252,25 +364,32 @@ class Worker:
         while True:
             delivery = await broker.next_direct()
             try:
-                order = p.decode_direct(delivery.body)
-            except (msgspec.DecodeError, msgspec.ValidationError) as error:
-                log.error("direct_order_malformed", reason=str(error))
                 await broker.ack(delivery)
-                continue
-            await broker.ack(delivery)
-            if order.type == "stop_process" and order.job_id:
-                for key, task in list(self._running.items()):
-                    if key == order.job_id:
-                        log.info("job_stop_ordered", job_id=order.job_id)
-                        task.cancel()
-            elif order.type == "stop_consuming_jobs":
-                await broker.pause_orders()
-            elif order.type == "resume_consuming_jobs":
-                await broker.resume_orders()
-            elif order.type == "stop_worker":
-                self._stopping.set()
-            elif order.type == "status":
-                await self._status(broker)
+                await self._direct(broker, delivery)
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # a bad direct order is dropped, never the worker
+                log.error("direct_order_failed", message_id=_loggable(getattr(delivery, "message_id", None)),
+                          reason=_describe(error, MAX_ERROR_TEXT))
+
+    async def _direct(self, broker: WorkerBroker, delivery: Delivery) -> None:
+        body = delivery.body
+        if not isinstance(body, bytes) or len(body) > p.MAX_BODY_BYTES:
+            raise ValueError("body is not bytes or over the size limit")
+        order = p.decode_direct(body)
+        if order.type == "stop_process" and order.job_id:
+            job = self._jobs.get(order.job_id)
+            if job is not None and job.task is not None and job.cancellable:
+                log.info("job_stop_ordered", job_id=order.job_id)
+                job.task.cancel()
+        elif order.type == "stop_consuming_jobs":
+            await broker.pause_orders()
+        elif order.type == "resume_consuming_jobs":
+            await broker.resume_orders()
+        elif order.type == "stop_worker":
+            self._stopping.set()
+        elif order.type == "status":
+            await self._status(broker)
 
     async def _status(self, broker: WorkerBroker) -> None:
         body = p.WorkerStatus(
@@ -321,3 +440,98 @@ def _schema(params_type: Any) -> dict[str, Any]:
         return msgspec.json.schema(params_type)
     except (TypeError, ValueError):
         return {}
+
+
+# --- reading orders ----------------------------------------------------------------------
+
+MAX_HANDLER_ERROR_TEXT = 4_000  # characters of a handler's error message sent to the backend
+
+
+def read_order(delivery: Delivery) -> tuple[p.JobOrder, str, str]:
+    """(order, job type, workflow id) of a job order, or raise whatever makes it unusable:
+    a body over the size limit or not bytes, nested too deep, not a JobOrder, a header of the
+    wrong type, an id that is empty, too long or not encodable."""
+    body = delivery.body
+    if not isinstance(body, bytes):
+        raise TypeError(f"body is {type(body).__name__}, not bytes")
+    if len(body) > p.MAX_BODY_BYTES:
+        raise ValueError(f"body of {len(body)} bytes is over the {p.MAX_BODY_BYTES} byte limit")
+    order = p.decode_order(body)
+    headers = delivery.headers if delivery.headers is not None else {}
+    if not isinstance(headers, Mapping):
+        raise TypeError(f"headers are {type(headers).__name__}, not a table")
+    _check_id(order.job_id, "job_id")
+    if not 0 <= order.attempt <= MAX_ATTEMPT:
+        raise ValueError(f"attempt {order.attempt} is out of range")
+    job_type = _header(headers, "job_type") or getattr(delivery, "routing_key", None) or delivery.queue
+    _check_id(job_type, "job type")
+    workflow_id = _header(headers, "workflow_id") or order.workflow_id or ""
+    if workflow_id:
+        _check_id(workflow_id, "workflow_id")
+    return order, job_type, workflow_id
+
+
+def _header(headers: Mapping[str, Any], name: str) -> str | None:
+    value = headers.get(name)
+    if value is None or value == "" or value == b"":
+        return None
+    if isinstance(value, bytes):
+        return value.decode("utf-8")  # strict: UnicodeDecodeError is an invalid order
+    if not isinstance(value, str):
+        raise TypeError(f"header {name} is {type(value).__name__}, not a string")
+    return value
+
+
+def _check_id(value: Any, what: str) -> None:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{what} is empty")
+    size = len(value.encode("utf-8"))  # strict: a lone surrogate raises UnicodeEncodeError
+    if size > MAX_JOB_ID_BYTES:
+        raise ValueError(f"{what} of {size} bytes is over {MAX_JOB_ID_BYTES}")
+
+
+def _recover_ids(delivery: Delivery) -> tuple[str, str, str] | None:
+    """(job id, workflow id, job type) of an unreadable order from its message id and headers
+    only (an order's message id is its job id), or None when they cannot be trusted."""
+    try:
+        job_id = delivery.message_id
+        _check_id(job_id, "message id")
+        headers = delivery.headers
+        if not isinstance(headers, Mapping):
+            return None
+        workflow_id = str(uuid.UUID(_header(headers, "workflow_id") or ""))
+        try:
+            job_type = _header(headers, "job_type") or delivery.queue
+            _check_id(job_type, "job type")
+        except Exception:
+            job_type = str(delivery.queue)
+        return job_id, workflow_id, job_type  # type: ignore[return-value]
+    except Exception:
+        return None
+
+
+def _describe(error: BaseException, limit: int, *, bare: bool = False) -> str:
+    """`Type: text` (or the text alone), valid UTF-8, at most `limit` characters."""
+    try:
+        text = str(error)
+    except Exception:
+        text = "<unprintable>"
+    return _text(text if bare else f"{type(error).__name__}: {text}", limit)
+
+
+def _text(value: Any, limit: int) -> str:
+    text = value if isinstance(value, str) else repr(value)
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _loggable(value: Any) -> str | None:
+    return None if value is None else _text(value, 200)
+
+
+def _settle_list(held: _Job | list[Delivery]) -> list[Delivery]:
+    """The deliveries to settle now; a job's list is closed, so none is added after."""
+    if isinstance(held, list):
+        return held
+    deliveries, held.deliveries = held.deliveries or [], None
+    return deliveries

@@ -49,6 +49,10 @@ class _Queue:
     def pop(self) -> MemoryDelivery | None:
         return heapq.heappop(self._heap)[2] if self._heap else None
 
+    def head(self) -> tuple[int, int]:
+        """The (-priority, tag) of the next message; call only when not empty."""
+        return self._heap[0][:2]  # type: ignore[return-value]
+
     def __len__(self) -> int:
         return len(self._heap)
 
@@ -120,20 +124,37 @@ class MemoryBroker:
         """Wait until one of `queues` has a message; take up to `limit`, held unacked by `owner`."""
         async with self.changed:
             while True:
-                taken: list[MemoryDelivery] = []
-                for name in queues:
-                    q = self.queue(name)
-                    while len(taken) < limit and (d := q.pop()) is not None:
-                        taken.append(d)
-                        self._unacked[d.tag] = (d, owner)
+                taken = self.take_now(queues, owner, limit)
                 if taken:
                     return taken
                 await self.changed.wait()
 
-    def settle(self, delivery: MemoryDelivery, requeue: bool = False) -> None:
+    def take_now(self, queues: Sequence[str], owner: object, limit: int) -> list[MemoryDelivery]:
+        """Up to `limit` ready messages of `queues`, held unacked by `owner`: over all the
+        queues, in the order they were published (priority first). One publisher's messages
+        thus arrive in its order, as from one RabbitMQ channel: a progression sent before a
+        completion is taken before it, though they sit on different queues."""
+        taken: list[MemoryDelivery] = []
+        heads = [q for q in (self.queue(name) for name in queues) if len(q)]
+        while len(taken) < limit and heads:
+            first = min(heads, key=_Queue.head)
+            delivery = first.pop()
+            assert delivery is not None
+            taken.append(delivery)
+            self._unacked[delivery.tag] = (delivery, owner)
+            if not len(first):
+                heads.remove(first)
+        return taken
+
+    def settle(self, delivery: MemoryDelivery, requeue: bool = False, *, rejected: bool = False) -> None:
         held = self._unacked.pop(delivery.tag, None)
-        if held is not None and requeue:
+        if held is None:
+            return
+        if requeue:
             self.queue(delivery.queue).put(replace(delivery, redelivered=True, tag=next(_sequence)))
+        elif rejected and delivery.queue in self.bindings.values():
+            # A job-type queue dead-letters a rejected order to the quarantine, as on RabbitMQ.
+            self.quarantined.append((delivery, "rejected by a worker (dead-lettered)"))
 
     async def release(self, owner: object) -> None:
         """A consumer went away: what it held goes back to its queue, marked redelivered."""
@@ -187,17 +208,8 @@ class MemoryBackendBroker:
         batch = await self.broker.take(BACKEND_QUEUES, self, max_size)
         if len(batch) < max_size and max_wait_s > 0:
             await asyncio.sleep(max_wait_s)
-            more = [d for name in BACKEND_QUEUES for d in self._drain(name, max_size - len(batch))]
-            batch.extend(more[: max_size - len(batch)])
+            batch.extend(self.broker.take_now(BACKEND_QUEUES, self, max_size - len(batch)))
         return batch
-
-    def _drain(self, name: str, limit: int) -> list[MemoryDelivery]:
-        taken: list[MemoryDelivery] = []
-        q = self.broker.queue(name)
-        while len(taken) < limit and (d := q.pop()) is not None:
-            self.broker._unacked[d.tag] = (d, self)
-            taken.append(d)
-        return taken
 
     async def ack(self, deliveries: Sequence[Any]) -> None:
         for delivery in deliveries:
@@ -256,17 +268,17 @@ class MemoryWorkerBroker:
         await self.broker.publish(message.routing_key, message)
 
     async def ack(self, delivery: Any) -> None:
-        self._settle(delivery, requeue=False)
+        self._settle(delivery, requeue=False, rejected=False)
         await self.broker._notify()
 
     async def reject(self, delivery: Any, requeue: bool) -> None:
-        self._settle(delivery, requeue=requeue)
+        self._settle(delivery, requeue=requeue, rejected=True)
         await self.broker._notify()
 
-    def _settle(self, delivery: MemoryDelivery, requeue: bool) -> None:
+    def _settle(self, delivery: MemoryDelivery, requeue: bool, rejected: bool) -> None:
         if delivery.queue in self._order_queues:
             self._held -= 1
-        self.broker.settle(delivery, requeue=requeue)
+        self.broker.settle(delivery, requeue=requeue, rejected=rejected)
 
     async def pause_orders(self) -> None:
         self._paused = True
