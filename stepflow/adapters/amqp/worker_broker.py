@@ -5,6 +5,14 @@ confirming channel; job orders arrive on a channel whose prefetch bounds how man
 at once; direct orders (stop, status, ...) on their own channel, so a busy worker still
 hears a stop order. The worker declares the common topology too (idempotent), so it may
 start before the backend without losing a response, and it declares its job-type queues.
+
+After a reconnection the direct queue gets every binding back: aio-pika's robust queue
+remembers one binding per (exchange, routing key) and replays only those, and the direct
+queue's bindings (instance id, broadcast, one per job type) differ only in their header
+arguments, so aio-pika alone would bring back only the last one made (`job_type=<last>`)
+and stop and status orders sent by instance id or broadcast would be lost. The broker
+notes every binding the topology makes and makes them all again when the channel reopens.
+A message that cannot even be turned into a delivery is rejected (dead-lettered), not held.
 """
 
 from __future__ import annotations
@@ -49,6 +57,8 @@ class AmqpWorkerBroker:
         self._orders: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
         self._direct: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
         self._paused = False
+        self._direct_queue: AbstractQueue | None = None
+        self._direct_bindings: list[tuple[Any, str | None, Any]] = []
         self.ready = asyncio.Event()  # set once the order and direct queues are consumed
 
     async def connect(self) -> None:
@@ -87,7 +97,14 @@ class AmqpWorkerBroker:
     @staticmethod
     def _receiver(into: asyncio.Queue[AmqpDelivery], logical: str, real: str) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
-            into.put_nowait(AmqpDelivery.of(message, logical, real))
+            try:
+                delivery = AmqpDelivery.of(message, logical, real)
+            except Exception as error:  # never leave a message held for want of reading it
+                log.error("delivery_unreadable", queue=logical, error=repr(error)[:500])
+                with contextlib.suppress(Exception):
+                    await message.reject(requeue=False)
+                return
+            into.put_nowait(delivery)
 
         return on_message
 
@@ -122,9 +139,26 @@ class AmqpWorkerBroker:
 
     async def consume_direct(self, instance_id: str, job_types: Sequence[str]) -> None:
         channel = await self._conn().channel(publisher_confirms=False)
-        queue = await self.topology.declare_direct_queue(channel, instance_id, tuple(job_types))
+        noted = _BindingsNoted(channel)
+        await self.topology.declare_direct_queue(noted, instance_id, tuple(job_types))  # type: ignore[arg-type]
+        queue = noted.queue
+        self._direct_queue, self._direct_bindings = queue, noted.bindings
+        channel.reopen_callbacks.add(self._rebind_direct)  # type: ignore[attr-defined]
         await queue.consume(self._receiver(self._direct, self.topology.logical(queue.name), queue.name))
         self.ready.set()
+
+    async def _rebind_direct(self, channel: Any, *_: Any) -> None:
+        """The channel reopened (aio-pika re-declared the queue, with one binding): bind the rest."""
+        queue = self._direct_queue
+        if queue is None:
+            return
+        try:
+            for exchange, routing_key, arguments in self._direct_bindings:
+                await queue.bind(exchange, routing_key, arguments=arguments, robust=False)  # type: ignore[call-arg]
+        except Exception as error:  # the connection went again: the next reopen binds again
+            log.warning("direct_rebind_failed", queue=queue.name, error=repr(error))
+            return
+        log.info("direct_rebound", queue=queue.name, bindings=len(self._direct_bindings))
 
     async def next_direct(self) -> AmqpDelivery:
         return await self._next(self._direct)
@@ -141,3 +175,25 @@ class AmqpWorkerBroker:
 
     async def reject(self, delivery: Any, requeue: bool) -> None:
         await settle(delivery, ack=False, requeue=requeue)
+
+
+class _BindingsNoted:
+    """Stands for a channel while the topology declares a queue, noting every binding made
+    on it (exchange, routing key, arguments), so they can all be made again (see above)."""
+
+    def __init__(self, channel: AbstractChannel) -> None:
+        self._channel = channel
+        self.bindings: list[tuple[Any, str | None, Any]] = []
+        self.queue: AbstractQueue = None  # type: ignore[assignment]
+
+    async def declare_queue(self, *args: Any, **kwargs: Any) -> _BindingsNoted:
+        self.queue = await self._channel.declare_queue(*args, **kwargs)
+        return self
+
+    async def bind(self, exchange: Any, routing_key: str | None = None, *, arguments: Any = None) -> None:
+        await self.queue.bind(exchange, routing_key, arguments=arguments)
+        self.bindings.append((exchange, routing_key, arguments))
+
+    @property
+    def name(self) -> str:
+        return self.queue.name
