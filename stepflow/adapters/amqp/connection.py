@@ -9,12 +9,19 @@
 - `publish_confirmed`: publish, wait for the broker's confirm, and retry through a
   reconnection. At least once: a retry after a lost confirm may duplicate, which every
   consumer of the protocol tolerates (ids are stable).
+- Bytes that are not UTF-8 in a message's short strings (message id, content type, ...)
+  or header names: RabbitMQ passes them on, and pamqp's strict decoding of them made the
+  frame unreadable, so aiormq closed the connection; the message was redelivered and did it
+  again, forever, so one message stopped a worker or the backend. They are decoded with
+  U+FFFD replacements instead (see `tolerate_invalid_utf8`), and the message is read, then
+  refused or answered like any other bad message.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -40,6 +47,51 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     aio_pika.exceptions.ChannelInvalidStateError,
     aio_pika.exceptions.DeliveryError,
 )
+
+
+def tolerate_invalid_utf8() -> None:
+    """Make pamqp decode short strings and field-table keys that are not valid UTF-8 with
+    replacement characters instead of raising (which kills the whole connection). Long
+    strings already come back as bytes when not UTF-8. Idempotent; process-wide."""
+    from pamqp import common, decode
+
+    if getattr(decode, "_stepflow_tolerant", False):
+        return
+
+    def short_str(value: bytes) -> tuple[int, str]:
+        try:
+            length = common.Struct.byte.unpack(value[0:1])[0]
+        except (struct.error, TypeError) as err:
+            raise ValueError("Could not unpack short string value") from err
+        return length + 1, value[1:length + 1].decode("utf-8", "replace")
+
+    def field_table(value: bytes) -> tuple[int, dict[str, Any]]:  # pamqp's, keys decoded tolerantly
+        try:
+            length = common.Struct.integer.unpack(value[0:4])[0]
+            offset, data, end = 4, {}, 4 + length
+            if end > len(value):
+                raise ValueError("Field table length exceeds available data")
+            while offset < end:
+                key_length = common.Struct.byte.unpack_from(value, offset)[0]
+                offset += 1
+                if offset + key_length > end:
+                    raise ValueError("Field table key length exceeds data")
+                key = value[offset:offset + key_length].decode("utf-8", "replace")
+                offset += key_length
+                consumed, result = decode.embedded_value(value[offset:])
+                offset += consumed
+                data[key] = result
+            return end, data
+        except (struct.error, TypeError) as err:
+            raise ValueError("Could not unpack data") from err
+
+    decode.METHODS["shortstr"] = short_str
+    decode.METHODS["table"] = field_table
+    decode.TABLE_MAPPING[b"F"] = field_table
+    decode._stepflow_tolerant = True  # type: ignore[attr-defined]
+
+
+tolerate_invalid_utf8()
 
 
 def amqp_url(explicit: str | None = None) -> str:
