@@ -35,7 +35,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any, get_type_hints
 
 import msgspec
@@ -81,7 +81,7 @@ class JobContext:
         """Report progress (0-100). Confirmed by the broker before it returns."""
         self._sent += 1
         body = p.JobProgression(
-            job_id=self.job_id, progression=int(percent), datetime=datetime.now(timezone.utc),
+            job_id=self.job_id, progression=int(percent), datetime=datetime.now(UTC),
             docker_container_id=self._worker.instance_id, message=message, workflow_id=self.workflow_id,
         )
         await self._broker.publish_response(p.Message(
@@ -105,7 +105,7 @@ class _Job:
     """A job running here: its task, and the deliveries of its order to settle with its answer
     (more than one when the order was redelivered while it ran, e.g. after a reconnection)."""
 
-    __slots__ = ("task", "deliveries", "cancellable")
+    __slots__ = ("cancellable", "deliveries", "task")
 
     def __init__(self, delivery: Delivery) -> None:
         self.task: asyncio.Task[None] | None = None
@@ -137,7 +137,7 @@ class Worker:
         self._chores: set[asyncio.Task[None]] = set()  # answers to bad or repeated orders
         self._answered: OrderedDict[str, p.Message] = OrderedDict()
         self._stopping = asyncio.Event()
-        self.started_at = datetime.now(timezone.utc)
+        self.started_at = datetime.now(UTC)
         self.run_token = uuid.uuid4().hex[:8]  # new at each `run`: part of progress message ids
         self.completed = 0
         self.invalid_orders = 0  # orders that could not be read (answered or quarantined)
@@ -206,7 +206,7 @@ class Worker:
         """Read an order and start its job; whatever the order is, it gets settled."""
         try:
             order, job_type, workflow_id = read_order(delivery)
-        except Exception as error:  # anything reading it raises: RecursionError, KeyError, ...
+        except Exception as error:  # noqa: BLE001  anything reading it raises: RecursionError, KeyError, ...
             self._chore(self._invalid(broker, delivery, error))
             return
         job = self._jobs.get(order.job_id)
@@ -245,7 +245,7 @@ class Worker:
             response = await self._run_handler(broker, job, ctx, order, started)
         except asyncio.CancelledError:
             raise  # shutting down: the order went back to the queue
-        except Exception as error:  # building the answer failed: still answer, never hold the order
+        except Exception as error:  # noqa: BLE001  building the answer failed: still answer, never hold the order
             ctx.log.error("job_answer_failed", error=_describe(error, MAX_ERROR_TEXT))
             response = self._result(ctx, "error", started, message=_describe(error, MAX_HANDLER_ERROR_TEXT),
                                     kind="worker_error")
@@ -273,7 +273,7 @@ class Worker:
         except JobFailed as error:
             return self._result(ctx, "error", started, message=_describe(error, MAX_HANDLER_ERROR_TEXT, bare=True),
                                 kind=error.kind if isinstance(error.kind, str) else None)
-        except Exception as error:  # the handler's failure is the job's, not the worker's
+        except Exception as error:  # noqa: BLE001  the handler's failure is the job's, not the worker's
             ctx.log.warning("job_failed", error=_describe(error, MAX_ERROR_TEXT))
             return self._result(ctx, "error", started, message=_describe(error, MAX_HANDLER_ERROR_TEXT),
                                 kind=type(error).__name__)
@@ -284,7 +284,7 @@ class Worker:
         Never raises: if publishing fails for good, the order is rejected to the quarantine."""
         try:
             await broker.publish_response(response)
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001
             log.error("response_not_published", job_id=job_id, error=_describe(error, MAX_ERROR_TEXT))
             deliveries = _settle_list(held)
             for delivery in deliveries:
@@ -295,7 +295,7 @@ class Worker:
         for delivery in _settle_list(held):  # taken with no await since `_remember`: none is missed
             try:
                 await broker.ack(delivery)
-            except Exception as error:
+            except Exception as error:  # noqa: BLE001
                 log.warning("order_ack_failed", job_id=job_id, error=_describe(error, MAX_ERROR_TEXT))
 
     async def _invalid(self, broker: WorkerBroker, delivery: Delivery, error: BaseException) -> None:
@@ -303,31 +303,29 @@ class Worker:
         and workflow ids can be told from its message id and headers, else rejected without
         requeue (job queues dead-letter to the quarantine). Never raises, never leaves it held."""
         self.invalid_orders += 1
-        reason = _describe(error, MAX_ERROR_TEXT)
-        ids = _recover_ids(delivery)
-        log.error("order_invalid", message_id=_loggable(getattr(delivery, "message_id", None)),
-                  queue=_loggable(getattr(delivery, "queue", None)), reason=reason,
-                  answered=ids is not None)
-        if ids is not None:
-            job_id, workflow_id, job_type = ids
-            body = p.JobResult(
-                job_id=job_id, status="error", workflow_id=workflow_id, error_kind=INVALID_ORDER,
-                instance_id=self.instance_id, execution_duration=0.0,
-                parameters=[p.Parameter(id="message", type="string", value=reason)],
-            )
-            try:
-                response = p.Message(routing_key=p.JOB_ERROR, body=p.encoder.encode(body),
-                                     message_id=f"{job_id}:error",
-                                     headers={"workflow_id": workflow_id, "job_type": job_type})
-            except Exception as encoding:  # cannot happen with checked ids; never hold the order
-                log.error("order_invalid_unanswerable", reason=_describe(encoding, MAX_ERROR_TEXT))
-            else:
-                await self._answer(broker, [delivery], response, job_id)
+        try:
+            reason = _describe(error, MAX_ERROR_TEXT)
+            ids = _recover_ids(delivery)
+            log.error("order_invalid", message_id=_loggable(getattr(delivery, "message_id", None)),
+                      queue=_loggable(getattr(delivery, "queue", None)), reason=reason, answered=ids is not None)
+            if ids is not None:
+                await self._answer(broker, [delivery], self._invalid_answer(*ids, reason), ids[0])
                 return
+        except Exception as failure:  # noqa: BLE001  cannot be answered after all: quarantined below
+            log.error("order_invalid_unanswered", error=_describe(failure, MAX_ERROR_TEXT))
         try:
             await broker.reject(delivery, requeue=False)
-        except Exception as failure:
+        except Exception as failure:  # noqa: BLE001
             log.error("order_reject_failed", error=_describe(failure, MAX_ERROR_TEXT))
+
+    def _invalid_answer(self, job_id: str, workflow_id: str, job_type: str, reason: str) -> p.Message:
+        body = p.JobResult(
+            job_id=job_id, status="error", workflow_id=workflow_id, error_kind=INVALID_ORDER,
+            instance_id=self.instance_id, execution_duration=0.0,
+            parameters=[p.Parameter(id="message", type="string", value=reason)],
+        )
+        return p.Message(routing_key=p.JOB_ERROR, body=p.encoder.encode(body), message_id=f"{job_id}:error",
+                         headers={"workflow_id": workflow_id, "job_type": job_type})
 
     def _params(self, registered: _Registered, order: p.JobOrder) -> Any:
         values = p.from_parameters(order.parameters)
@@ -368,7 +366,7 @@ class Worker:
                 await self._direct(broker, delivery)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # a bad direct order is dropped, never the worker
+            except Exception as error:  # noqa: BLE001  a bad direct order is dropped, never the worker
                 log.error("direct_order_failed", message_id=_loggable(getattr(delivery, "message_id", None)),
                           reason=_describe(error, MAX_ERROR_TEXT))
 
@@ -503,10 +501,10 @@ def _recover_ids(delivery: Delivery) -> tuple[str, str, str] | None:
         try:
             job_type = _header(headers, "job_type") or delivery.queue
             _check_id(job_type, "job type")
-        except Exception:
+        except Exception:  # noqa: BLE001
             job_type = str(delivery.queue)
         return job_id, workflow_id, job_type  # type: ignore[return-value]
-    except Exception:
+    except Exception:  # noqa: BLE001
         return None
 
 
@@ -514,7 +512,7 @@ def _describe(error: BaseException, limit: int, *, bare: bool = False) -> str:
     """`Type: text` (or the text alone), valid UTF-8, at most `limit` characters."""
     try:
         text = str(error)
-    except Exception:
+    except Exception:  # noqa: BLE001
         text = "<unprintable>"
     return _text(text if bare else f"{type(error).__name__}: {text}", limit)
 

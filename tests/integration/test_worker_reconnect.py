@@ -22,7 +22,15 @@ from typing import Any
 import amqp_fixtures
 import msgspec
 import pytest
-from amqp_fixtures import ROOT, Procs, Rabbit, close_connections, journal_lines, slow_sleep, wait_until
+from amqp_fixtures import (
+    ROOT,
+    Procs,
+    Rabbit,
+    close_connections,
+    journal_lines,
+    slow_sleep,
+    wait_until,
+)
 
 from stepflow.adapters import protocol as p
 from stepflow.adapters.worker import Worker
@@ -53,6 +61,12 @@ def bindings_of(queue: str) -> list[tuple[str, str]]:
 def connections_named(name: str) -> set[str]:
     rows = rabbitmqctl("list_connections", "pid", "client_properties")
     return {row[0] for row in rows if len(row) >= 2 and name in row[1]}
+
+
+def owner_of(queue: str) -> str | None:
+    """The pid of the connection that owns an exclusive queue (None while there is none)."""
+    rows = rabbitmqctl("list_queues", "-p", "/", "name", "owner_pid")
+    return next((row[1] for row in rows if len(row) >= 2 and row[0] == queue), None)
 
 
 def queue_counts(*queues: str) -> dict[str, tuple[int, int]]:
@@ -117,7 +131,9 @@ def test_a_worker_gets_every_direct_binding_back_after_its_connection_is_closed(
     assert len(old) == 1, old
     assert close_connections(name) == 1
 
-    wait_until(lambda: connections_named(name) - old, 30, "the worker to reconnect", context=procs.logs)
+    (new,) = wait_until(lambda: connections_named(name) - old, 30, "the worker to reconnect", context=procs.logs)
+    # The old queue went with the old connection; the one now there is the reconnection's.
+    wait_until(lambda: owner_of(direct) == new, 30, "the direct queue to be declared again", context=procs.logs)
     wait_until(lambda: bindings_of(direct) == before, 30, "every direct binding to be back",
                context=lambda: f"bindings now: {bindings_of(direct)}\nbefore: {before}\n{procs.logs()}")
     # Its order, requeued when the channel closed, came back and joined the run still going.

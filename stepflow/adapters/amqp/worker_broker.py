@@ -99,7 +99,7 @@ class AmqpWorkerBroker:
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
                 delivery = AmqpDelivery.of(message, logical, real)
-            except Exception as error:  # never leave a message held for want of reading it
+            except Exception as error:  # noqa: BLE001  never leave a message held for want of reading it
                 log.error("delivery_unreadable", queue=logical, error=repr(error)[:500])
                 with contextlib.suppress(Exception):
                     await message.reject(requeue=False)
@@ -155,7 +155,7 @@ class AmqpWorkerBroker:
         try:
             for exchange, routing_key, arguments in self._direct_bindings:
                 await queue.bind(exchange, routing_key, arguments=arguments, robust=False)  # type: ignore[call-arg]
-        except Exception as error:  # the connection went again: the next reopen binds again
+        except Exception as error:  # noqa: BLE001  the connection went again: the next reopen binds again
             log.warning("direct_rebind_failed", queue=queue.name, error=repr(error))
             return
         log.info("direct_rebound", queue=queue.name, bindings=len(self._direct_bindings))
