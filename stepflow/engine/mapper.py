@@ -46,9 +46,9 @@ class MsgspecMapper(Mapper[UUID]):
             state = self.cipher.decrypt(state)
         if self.compressor:
             state = self.compressor.decompress(state)
-        if stored_event.topic == _SNAPSHOT_TOPIC:
-            return snapshots.codec.decode(state)
         try:
             return _decode_current(state)
-        except msgspec.ValidationError as error:
+        except msgspec.ValidationError as error:  # a snapshot (rare: once per load), or an old version
+            if stored_event.topic == _SNAPSHOT_TOPIC:
+                return snapshots.codec.decode(state)
             return _decode_old(state, error)
