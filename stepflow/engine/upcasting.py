@@ -2,7 +2,7 @@
 
 The log is kept forever, so an event's shape may change only in a way every reader can
 follow. Adding a field whose default is right for every event stored before it (as
-`MessageQuarantined.kind` did) needs nothing. Anything else (a renamed, removed, retyped or
+`MessageQuarantined.kind` did) needs no new version, only step 3 below. Anything else (a renamed, removed, retyped or
 restructured field, or a new meaning) would make old events decode silently to defaults,
 so it gets a new schema version and an upcaster:
 
@@ -12,10 +12,11 @@ so it gets a new schema version and an upcaster:
    version disagree, or a version without upcasters from 1 up to it);
 2. register here `@upcaster("JobCompleted", 1)`: a function from the version-1 JSON object
    (a dict, as decoded from the store) to the version-2 one;
-3. if `WorkflowState` depends on the change, do the same for `WorkflowSnapshot` (see
-   `stepflow.engine.snapshots`), and refresh `tests/fixtures/event_shapes.json`
-   (`tests/unit/test_event_shapes.py` fails until then, which is what catches a shape
-   changed without a version).
+3. refresh `tests/fixtures/event_shapes.json` (`python tests/unit/test_event_shapes.py`):
+   that test fails until then, which is what catches a shape changed without a version.
+A snapshot holds the state the events made, not events, so an event's new shape leaves
+snapshots alone; a change to `WorkflowState` (or what it holds) is a change of
+`WorkflowSnapshot`'s shape, with the same recipe (see `stepflow.engine.snapshots`).
 
 Where the version is stored: in the event's msgspec tag, the `"type"` field of the encoded
 JSON (`"JobCompleted"` is version 1, `"JobCompleted.v2"` version 2), not in the recorder's
