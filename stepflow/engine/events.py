@@ -1,7 +1,8 @@
 """Domain events of the Workflow aggregate: the log that is the single source of truth.
 
-Every event is a frozen msgspec Struct tagged with its class name, so one decoder reads any
-of them and the stored topic is the tag. Events split in two kinds:
+Every event is a frozen msgspec Struct tagged with its class name (and its schema version
+from version 2 on, see `stepflow.engine.upcasting`), so one decoder reads any of them and the
+stored topic is the class name. Events split in two kinds:
 
 - facts from outside (a start, a worker's response, an operator's order), which carry the
   causing broker message id (`cause`) and who issued them (`actor`);
@@ -12,17 +13,19 @@ of them and the stored topic is the tag. Events split in two kinds:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Union
+from typing import Any, ClassVar, get_args
 from uuid import UUID, uuid5
 
 import msgspec
 
+from stepflow.engine.codec import VersionedCodec
 from stepflow.engine.definitions import WorkflowDefinition
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True, gc=False):
     # gc=False: an event holds plain data and can never be part of a reference cycle, so the
     # cycle collector need not track it; reading a long log then spends a third less time in GC.
+    schema_version: ClassVar[int] = 1  # of the stored shape; a change bumps it (see upcasting)
     originator_id: UUID
     originator_version: int
     timestamp: datetime
@@ -165,30 +168,29 @@ class WorkflowFailed(Event, frozen=True, kw_only=True):
     reason: str
 
 
-WorkflowEvent = Union[
-    WorkflowStarted,
-    JobProgressed,
-    JobCompleted,
-    JobErrored,
-    JobUnroutable,
-    JobTimedOut,
-    JobStopped,
-    JobRetryRequested,
-    WorkflowPaused,
-    WorkflowResumed,
-    WorkflowStopped,
-    WorkflowDeleted,
-    JobSubmitted,
-    JobRetryScheduled,
-    StepCompleted,
-    StepSkipped,
-    StepFailed,
-    WorkflowCompleted,
-    WorkflowFailed,
-    LateAnswerReceived,
-]
+WorkflowEvent = (
+    WorkflowStarted
+    | JobProgressed
+    | JobCompleted
+    | JobErrored
+    | JobUnroutable
+    | JobTimedOut
+    | JobStopped
+    | JobRetryRequested
+    | WorkflowPaused
+    | WorkflowResumed
+    | WorkflowStopped
+    | WorkflowDeleted
+    | JobSubmitted
+    | JobRetryScheduled
+    | StepCompleted
+    | StepSkipped
+    | StepFailed
+    | WorkflowCompleted
+    | WorkflowFailed
+    | LateAnswerReceived
+)
 
-EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in WorkflowEvent.__args__}  # type: ignore[attr-defined]
 DECISIONS: tuple[type[Event], ...] = (
     JobSubmitted,
     JobRetryScheduled,
@@ -198,17 +200,7 @@ DECISIONS: tuple[type[Event], ...] = (
     WorkflowCompleted,
     WorkflowFailed,
 )
-JOB_EVENTS = (
-    JobSubmitted,
-    JobProgressed,
-    JobCompleted,
-    JobErrored,
-    JobUnroutable,
-    JobTimedOut,
-    JobStopped,
-    JobRetryRequested,
-    JobRetryScheduled,
-)
+
 
 class MessageQuarantined(Event, frozen=True, kw_only=True):
     """A broker message the backend could not use, kept in the log beside the quarantine queue.
@@ -283,13 +275,17 @@ def refusal_stream_id(key: str) -> UUID:
     return uuid5(REFUSAL_NAMESPACE, key)
 
 
-encoder = msgspec.json.Encoder()
-decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(WorkflowEvent)
+# Every event type the store holds, workflow streams or not: one codec reads them all.
+STORED_EVENTS: tuple[type[Event], ...] = (
+    *get_args(WorkflowEvent), MessageQuarantined, MessageSuspected, SuspicionCleared, ActionRefused,
+)
+codec = VersionedCodec(STORED_EVENTS)
 
 
 def encode(event: Event) -> bytes:
-    return encoder.encode(event)
+    return codec.encode(event)
 
 
 def decode(data: bytes) -> Event:
-    return decoder.decode(data)  # type: ignore[no-any-return]
+    """Any stored event, upcast to its current version if it was stored in an older one."""
+    return codec.decode(data)  # type: ignore[no-any-return]

@@ -5,10 +5,11 @@
 costs more than the decoding itself. Projections read millions of rows, so for the two
 stores stepflow supports this module runs the recorder's own query (same table, same
 order, same `> after LIMIT n`, see `SQLiteApplicationRecorder.select_notifications` and
-`PostgresApplicationRecorder.select_notifications`) and decodes the state column in one
-msgspec call. Anything unusual (compression or encryption configured, another store, an
-event type the fast decoder does not know) goes through the engine's mapper, so the result
-is always what `engine.notifications` would return.
+`PostgresApplicationRecorder.select_notifications`) and decodes the state column with the
+events' codec, as the mapper does: one msgspec call for an event of the current schema
+version, the upcasting path only for one stored in an older version. Anything unusual
+(compression or encryption configured, another store) goes through the engine's mapper, so
+the result is always what `engine.notifications` would return.
 """
 
 from __future__ import annotations
@@ -18,13 +19,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from eventsourcing.persistence import StoredEvent
 
 from stepflow.engine import events as ev
 
 ReadLog = Callable[[int, int], list[tuple[int, ev.Event]]]
 
-_decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(ev.WorkflowEvent)
+_decode_current = ev.codec.fast
+_decode_old = ev.codec.decode_old
 
 
 def log_reader(engine: Any) -> ReadLog:
@@ -35,25 +36,22 @@ def log_reader(engine: Any) -> ReadLog:
         return engine.notifications  # type: ignore[no-any-return]
     module = type(recorder).__module__
     if module == "eventsourcing.sqlite" and not recorder.datastore.pool.is_sqlite_memory_mode:
-        return _SQLiteLog(recorder, mapper)
+        return _SQLiteLog(recorder)
     if module == "eventsourcing.postgres":
-        return _PostgresLog(recorder, mapper)
+        return _PostgresLog(recorder)
     return engine.notifications  # type: ignore[no-any-return]
 
 
-def _decode(mapper: Any, row: tuple[Any, ...]) -> ev.Event:
-    """Rows are (id, originator_id, originator_version, topic, state)."""
+def _decode(state: bytes) -> ev.Event:
     try:
-        return _decoder.decode(row[4])  # type: ignore[no-any-return]
-    except msgspec.ValidationError:  # a type outside WorkflowEvent: the mapper knows them all
-        stored = StoredEvent(originator_id=row[1], originator_version=row[2], topic=row[3], state=bytes(row[4]))
-        return mapper.to_domain_event(stored)  # type: ignore[no-any-return]
+        return _decode_current(state)  # type: ignore[no-any-return]
+    except msgspec.ValidationError as error:
+        return _decode_old(state, error)  # type: ignore[no-any-return]
 
 
 class _SQLiteLog:
-    def __init__(self, recorder: Any, mapper: Any) -> None:
+    def __init__(self, recorder: Any) -> None:
         pool = recorder.datastore.pool
-        self.mapper = mapper
         self.conn = sqlite3.connect(pool.db_name, uri=True, check_same_thread=False,
                                     timeout=pool.lock_timeout or 5, isolation_level=None)
         self.sql = (f"SELECT rowid, originator_id, originator_version, topic, state "
@@ -61,13 +59,13 @@ class _SQLiteLog:
 
     def __call__(self, after: int, limit: int) -> list[tuple[int, ev.Event]]:
         rows = self.conn.execute(self.sql, (after, limit)).fetchall()
-        decode, mapper = _decoder.decode, self.mapper
+        decode = _decode_current
         out = []
         for row in rows:
             try:
                 out.append((row[0], decode(row[4])))
-            except msgspec.ValidationError:
-                out.append((row[0], _decode(mapper, row)))
+            except msgspec.ValidationError as error:  # stored in an older schema version
+                out.append((row[0], _decode_old(row[4], error)))
         return out
 
     def close(self) -> None:
@@ -75,12 +73,11 @@ class _SQLiteLog:
 
 
 class _PostgresLog:
-    def __init__(self, recorder: Any, mapper: Any) -> None:
+    def __init__(self, recorder: Any) -> None:
         from psycopg import sql
         from psycopg.rows import tuple_row
 
         self.datastore = recorder.datastore
-        self.mapper = mapper
         self.row_factory = tuple_row
         self.sql = sql.SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
@@ -91,7 +88,7 @@ class _PostgresLog:
         with self.datastore.get_connection() as conn, conn.cursor(row_factory=self.row_factory) as cursor:
             cursor.execute(self.sql, (after, limit), prepare=True)
             rows = cursor.fetchall()
-        return [(row[0], _decode(self.mapper, row)) for row in rows]
+        return [(row[0], _decode(row[4])) for row in rows]
 
     def close(self) -> None:
         """Connections belong to the engine's pool."""
