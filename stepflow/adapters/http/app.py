@@ -1,7 +1,7 @@
 """The ASGI app: the JSON API, the web view, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
 
     app = create_app(engine, backend=backend, catalog=DefinitionCatalog.from_paths([...]),
-                     auth=TokenAuth.from_env(), runner=runner, settings=settings)
+                     auth=TokenAuth.with_tokens({...}), runner=runner, settings=settings)
 
 `runner` is the `ProjectionRunner` keeping the views; without one, the app makes its own and
 runs it (in its thread) for the app's lifetime. `backend` (optional) is the running
