@@ -62,9 +62,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
 
     def redacted(self) -> Settings:
         """A copy fit to print or log: URL passwords and tokens masked."""
-        return msgspec.structs.replace(
-            self, store=redact_url(self.store), amqp_url=redact_url(self.amqp_url),
-            http_tokens=MASK if self.http_tokens else "")
+        masked = {spec.name: _mask(spec, getattr(self, spec.name)) for spec in SPECS if spec.secret}
+        return msgspec.structs.replace(self, **masked)
 
     def __repr__(self) -> str:
         shown = self.redacted()
@@ -82,6 +81,7 @@ class Spec:
     help: str
     flag: str | None = None  # None: environment only
     separator: str | None = None  # a list setting: how its variable separates the items
+    secret: Literal["password", "whole"] | None = None  # masked: a URL's password, or all of it
 
     @property
     def env(self) -> str:
@@ -90,8 +90,8 @@ class Spec:
 
 SPECS: tuple[Spec, ...] = (
     Spec("store", "event store URL: sqlite:///file.sqlite, postgresql://user@host/db?schema=s, memory://",
-         "--store"),
-    Spec("amqp_url", "RabbitMQ URL (the path names the vhost)", "--amqp-url"),
+         "--store", secret="password"),
+    Spec("amqp_url", "RabbitMQ URL (the path names the vhost)", "--amqp-url", secret="password"),
     Spec("prefix", "prefix of every exchange and queue name, so installations can share a broker",
          "--prefix"),
     Spec("log_format", "console (for people) or json (one object a line)", "--log-format"),
@@ -108,7 +108,7 @@ SPECS: tuple[Spec, ...] = (
     Spec("http", "also serve the HTTP API and web view at HOST:PORT (PORT 0: any free port)", "--http"),
     Spec("definitions", "definition files or directories the HTTP API may start (the flag repeats; "
          "the variable's and the flags' add up)", "--definitions", separator=os.pathsep),
-    Spec("http_tokens", "bearer tokens: TOKEN=USER:GROUP,GROUP; ..."),
+    Spec("http_tokens", "bearer tokens: TOKEN=USER:GROUP,GROUP; ...", secret="whole"),
     Spec("http_tokens_file", "a file of tokens, one TOKEN=USER:GROUPS a line", "--http-tokens-file"),
     Spec("http_admin_group", "members of this group pass every right"),
     Spec("http_public_metrics", "serve /metrics without a token (1/0)"),
@@ -155,7 +155,7 @@ def resolve(flags: Mapping[str, Any] | None = None,
     except msgspec.ValidationError as error:
         problem, _, path = str(error).rpartition(" - at `$.")
         name = re.split(r"[`.\[]", path)[0]
-        given = "" if name in _SECRET else f"={raw.get(name)!r}"
+        given = "" if name in SPEC and SPEC[name].secret else f"={raw.get(name)!r}"
         raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}") from None
     return settings, sources
 
@@ -171,7 +171,6 @@ def _from_env(spec: Spec, text: str) -> Any:
     return text
 
 
-_SECRET = {"store", "amqp_url", "http_tokens"}
 _BOOLEANS = {f.name for f in msgspec.structs.fields(Settings) if f.type is bool}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
@@ -181,6 +180,12 @@ def _boolean(env: str, text: str) -> bool:
     if word in _TRUE or word in _FALSE:
         return word in _TRUE
     raise SettingsError(f"{env}: expected one of {', '.join(_TRUE + _FALSE)}, got {text!r}")
+
+
+def _mask(spec: Spec, value: str) -> str:
+    if spec.secret == "password":
+        return redact_url(value)
+    return MASK if value else ""
 
 
 def redact_url(url: str) -> str:
