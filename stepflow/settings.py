@@ -43,7 +43,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     amqp_url: str = DEFAULT_AMQP_URL
     prefix: str = ""
     log_format: Literal["console", "json"] = "console"
-    log_level: str | None = None  # None: info for long-running commands, warning for the others
+    log_level: str | None = None  # None: info for serve and worker; one-shot commands: warning, flag only
     batch_size: Positive = 256
     prefetch: Positive = 512
     outbox_poll: Seconds = 0.5
@@ -95,8 +95,8 @@ SPECS: tuple[Spec, ...] = (
     Spec("prefix", "prefix of every exchange and queue name, so installations can share a broker",
          "--prefix"),
     Spec("log_format", "console (for people) or json (one object a line)", "--log-format"),
-    Spec("log_level", "debug, info, warning, error (default: info for serve and worker, warning otherwise)",
-         "--log-level"),
+    Spec("log_level", "debug, info, warning, error (default: info for serve and worker; warning for the "
+         "other commands, which take the flag only)", "--log-level"),
     Spec("batch_size", "most inbound messages per transaction", "--batch-size"),
     Spec("prefetch", "unacked inbound messages the backend holds at once", "--prefetch"),
     Spec("outbox_poll", "seconds between looks at the event log for orders stored by other processes",

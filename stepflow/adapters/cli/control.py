@@ -53,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     parser = common(sub.add_parser(name, help=help, description=help))
-    add_settings(parser, "actor", helps={"actor": "who issues it (default: the OS user)"})
+    add_settings(parser, "actor", helps={"actor": "who issues it ($STEPFLOW_ACTOR; default: the OS user)"})
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     return parser
 

@@ -28,16 +28,15 @@ def add_settings(parser: argparse.ArgumentParser, *names: str,
                  helps: Mapping[str, str] | None = None) -> argparse.ArgumentParser:
     """Add the flags of these settings (names of `Settings` fields) to `parser`.
 
-    `helps` words a flag for one command (`run --amqp-url` also switches the broker).
+    `helps` words a flag's whole help for one command (`run --amqp-url` also switches the broker).
     """
     for name in names:
         spec = SPEC[name]
         if spec.flag is None:
             raise ValueError(f"setting {name!r} has no flag (environment only: {spec.env})")
         default = getattr(_SHOWN_DEFAULTS, name)
-        shown = f"default {default!r}" if default not in (None, "", ()) else "no default"
-        text = (helps or {}).get(name, spec.help)
-        help = f"{text} (${spec.env}; {shown})".replace("%", "%%")
+        shown = f"; default {default!r}" if default not in (None, "", ()) else ""
+        help = (helps or {}).get(name, f"{spec.help} (${spec.env}{shown})").replace("%", "%%")
         options: dict[str, Any] = {"dest": name, "default": None, "help": help}
         if name == "projections":
             options.update(action="store_const", const=False)

@@ -56,8 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     parser.add_argument("--quiet", "-q", action="store_true", help="no live view, only the final state")
     add_settings(parser, "actor", "amqp_url", "prefix", helps={
-        "actor": "who starts it", "amqp_url": "run over this RabbitMQ instead of the in-process broker",
-        "prefix": "with --amqp-url: prefix of exchange and queue names"})
+        "actor": "who starts it ($STEPFLOW_ACTOR; default: the OS user)",
+        "amqp_url": "run over this RabbitMQ instead of the in-process broker (only the flag switches: "
+                    "$STEPFLOW_AMQP_URL does not)",
+        "prefix": "with --amqp-url: prefix of exchange and queue names ($STEPFLOW_PREFIX)"})
     parser.add_argument("--no-workers", action="store_true",
                         help="with --amqp-url: run no worker here; separate `stepflow worker` processes serve")
     parser.set_defaults(func=run_command)
