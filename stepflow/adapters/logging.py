@@ -1,22 +1,21 @@
 """Logging set-up for entry points (CLI, `serve`, `worker`); library code never calls it.
 
 One event per line: a console renderer for people at a terminal, JSON lines for machines
-(`--log-format json` or `STEPFLOW_LOG_FORMAT=json`). Context such as `workflow_id` and
-`job_id` is bound with `structlog.contextvars`, so it follows async handlers.
+(`--log-format json` or `STEPFLOW_LOG_FORMAT=json`, read into `stepflow.settings.Settings`
+by the entry point, which passes them here). Context such as `workflow_id` and `job_id` is
+bound with `structlog.contextvars`, so it follows async handlers.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import structlog
 
 
-def configure(fmt: str | None = None, level: str | None = None) -> None:
-    fmt = fmt or os.environ.get("STEPFLOW_LOG_FORMAT", "console")
-    level_name = (level or os.environ.get("STEPFLOW_LOG_LEVEL", "info")).upper()
+def configure(fmt: str = "console", level: str = "info") -> None:
+    level_name = level.upper()
     renderer: structlog.types.Processor
     if fmt == "json":
         renderer = structlog.processors.JSONRenderer()

@@ -21,15 +21,16 @@ from urllib.parse import parse_qs, unquote, urlparse
 import structlog
 
 from stepflow.engine.application import WorkflowEngine
+from stepflow.settings import load_settings, redact_url
 
 log = structlog.get_logger("stepflow.persistence")
 T = TypeVar("T")
 
-DEFAULT_STORE = "sqlite:///stepflow.sqlite"
 
 
 def store_url(explicit: str | None = None) -> str:
-    return explicit or os.environ.get("STEPFLOW_STORE") or DEFAULT_STORE
+    """`explicit`, else the store of the settings (`STEPFLOW_STORE` or the default)."""
+    return explicit or load_settings().store
 
 
 def engine_env(url: str) -> dict[str, str]:
@@ -64,11 +65,7 @@ def engine_env(url: str) -> dict[str, str]:
 
 def describe(url: str) -> str:
     """The URL without its password, fit for a log line."""
-    parsed = urlparse(url)
-    if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
-    return url
+    return redact_url(url)
 
 
 def open_engine(url: str | None = None) -> WorkflowEngine:

@@ -54,7 +54,7 @@ class ReadSide:
     def _record(self, seen: WorkerSeen) -> None:
         try:
             self.workers.record([seen])
-        except Exception as error:  # a view is derived data: log, never take the backend down
+        except Exception as error:  # noqa: BLE001  a view is derived data: log, never take the backend down
             log.warning("workers_view_failed", instance_id=seen.instance_id, error=repr(error))
 
     def stop(self) -> None:

@@ -62,6 +62,10 @@ class BackendBroker(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker can be reached now (readiness: `/readyz`), without I/O."""
+
     async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
         """Publish to `job_submit`; return only once the broker confirmed every one."""
 
@@ -84,6 +88,10 @@ class WorkerBroker(Protocol):
     async def connect(self) -> None: ...
 
     async def close(self) -> None: ...
+
+    @property
+    def connected(self) -> bool:
+        """Whether the broker can be reached now, without I/O."""
 
     async def consume_orders(self, job_types: Sequence[str], prefetch: int) -> None:
         """Declare and bind the job-type queues and start delivering to `next_order`."""

@@ -81,11 +81,14 @@ def test_public_routes_answer_without_a_token(client: TestClient) -> None:
         assert client.get(path).status_code == 200, path
 
 
-def test_metrics_can_be_made_public(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_metrics_can_be_made_public(client: TestClient, memory_engine: WorkflowEngine,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     assert client.get("/metrics").status_code == 401
     assert client.get("/metrics", headers=as_(CAROL)).status_code == 200
-    monkeypatch.setenv("STEPFLOW_HTTP_PUBLIC_METRICS", "1")
-    assert client.get("/metrics").status_code == 200
+    monkeypatch.setenv("STEPFLOW_HTTP_PUBLIC_METRICS", "1")  # read with the other settings as the app is made
+    with TestClient(create_app(memory_engine, auth=TokenAuth({**parse_tokens(TOKENS)}))) as public:
+        assert public.get("/metrics").status_code == 200
+        assert public.get("/api/me").status_code == 401  # only the metrics are public
 
 
 def test_me_names_user_and_groups(client: TestClient) -> None:

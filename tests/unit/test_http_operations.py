@@ -10,16 +10,18 @@ from types import SimpleNamespace
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 import structlog
 from starlette.testclient import TestClient
 
-from stepflow.adapters.cli.run import load_workers
+from stepflow.adapters.amqp import AmqpBackendBroker
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.http.app import create_app
 from stepflow.adapters.http.catalog import DefinitionCatalog, version_key
 from stepflow.adapters.http.metrics import fold
 from stepflow.adapters.http.routes import ENDPOINTS
+from stepflow.adapters.workers_loading import load_workers
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import DefinitionError
 from stepflow.projections import ProjectionRunner
@@ -88,22 +90,25 @@ def test_healthz_and_readyz(client: TestClient, monkeypatch: pytest.MonkeyPatch)
 def test_readyz_waits_for_views_within_the_bound(memory_engine: WorkflowEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     runner = ProjectionRunner(memory_engine)  # never started: the views stay behind
     catalog = DefinitionCatalog.from_paths([EXAMPLES / "media" / "workflow.toml"])
+    monkeypatch.setenv("STEPFLOW_READY_MAX_LAG", "1")  # read with the other settings as the app is made
     app = create_app(memory_engine, runner=runner, catalog=catalog)
     with TestClient(app) as c:
         app.state.services.store.wait = lambda *a, **k: True  # do not wait for the views after the start
         c.post("/api/workflows", json={"definition": "media-pipeline"})
-        monkeypatch.setenv("STEPFLOW_READY_MAX_LAG", "1")
         behind = c.get("/readyz")
         assert behind.status_code == 503 and behind.json()["checks"]["projections"] == "2 events behind (bound 1)"
-        monkeypatch.setenv("STEPFLOW_READY_MAX_LAG", "5")
+        app.state.settings = msgspec.structs.replace(app.state.settings, ready_max_lag=5)
         assert c.get("/readyz").status_code == 200
     runner.close()
 
 
 def test_readyz_reports_a_lost_broker(memory_engine: WorkflowEngine) -> None:
-    connection = SimpleNamespace(is_closed=True)
-    backend = SimpleNamespace(broker=SimpleNamespace(_connection=connection), check=lambda: None)
+    broker = AmqpBackendBroker("amqp://guest:guest@127.0.0.1:1/")  # its `connected`, as the port says
+    backend = SimpleNamespace(broker=broker, check=lambda: None)
     with TestClient(create_app(memory_engine, backend=backend)) as c:
+        assert c.get("/readyz").json()["checks"]["broker"] == "disconnected"  # never connected
+        connection = SimpleNamespace(is_closed=True)  # an aio-pika robust connection, reconnecting
+        broker._connection = connection  # type: ignore[assignment]
         assert c.get("/readyz").json()["checks"]["broker"] == "disconnected"
         connection.is_closed = False
         assert c.get("/readyz").json()["checks"]["broker"] == "ok"

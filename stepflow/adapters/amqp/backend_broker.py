@@ -82,6 +82,11 @@ class AmqpBackendBroker:
                 await self._connection.close()
         self._connection = None
 
+    @property
+    def connected(self) -> bool:
+        """Connected and not lost (a robust connection is closed while it reconnects)."""
+        return self._connection is not None and not self._connection.is_closed
+
     # --- out ---------------------------------------------------------------------------
 
     async def publish_orders(self, orders: Sequence[Outgoing]) -> None:

@@ -2,7 +2,7 @@
 
 The backend runs in this process (like `stepflow serve`), and so do the given workers, each
 on its own connection as if it were a process of its own. `stepflow run --amqp-url` uses it;
-a service can too. Entering waits until every worker has declared its queues, so the first
+a service can too. Opening waits until every worker has declared its queues, so the first
 orders find them (an order for a type no queue was ever declared for is unroutable).
 """
 
@@ -10,50 +10,41 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any
 
 from stepflow.adapters.amqp.backend_broker import AmqpBackendBroker
 from stepflow.adapters.amqp.worker_broker import AmqpWorkerBroker
-from stepflow.adapters.backend import Backend
-from stepflow.adapters.embedded import EmbeddedRuntime
+from stepflow.adapters.read_side import ReadSide
+from stepflow.adapters.runtime import Runtime
 from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
 
 READY_TIMEOUT_S = 30.0
 
 
-class AmqpRuntime(EmbeddedRuntime):
-    """Start with `async with AmqpRuntime(engine, workers, url=..., prefix=...) as runtime:`."""
+class AmqpBrokers:
+    """`Brokers` over RabbitMQ: a connection for the backend, one per worker."""
 
-    def __init__(self, engine: WorkflowEngine, workers: Sequence[Worker] = (), *, url: str | None = None,
-                 prefix: str = "", **backend_options: Any) -> None:
-        # Not EmbeddedRuntime.__init__: no in-process broker here.
-        self.engine = engine
+    def __init__(self, url: str | None = None, *, prefix: str = "", prefetch: int = 512) -> None:
         self.url = url
         self.prefix = prefix
-        self.backend = Backend(engine, AmqpBackendBroker(url, prefix=prefix), **backend_options)
-        self.workers = list(workers)
-        self._worker_tasks: list[asyncio.Task[None]] = []
-        self._stop = asyncio.Event()
+        self.prefetch = prefetch
+        self._workers: list[AmqpWorkerBroker] = []
 
-    async def __aenter__(self) -> Self:
-        await self.backend.start()
-        brokers = []
-        try:
-            for worker in self.workers:
-                broker = AmqpWorkerBroker(self.url, prefix=self.prefix,
-                                          connection_name=f"stepflow-worker[{self.prefix}]{worker.instance_id}")
-                brokers.append(broker)
-                self._worker_tasks.append(asyncio.create_task(worker.run(broker, stop=self._stop)))
-            await self._ready(brokers)
-        except BaseException:
-            await self.__aexit__(None, None, None)
-            raise
-        return self
+    def backend(self) -> AmqpBackendBroker:
+        return AmqpBackendBroker(self.url, prefix=self.prefix, prefetch=self.prefetch)
 
-    async def _ready(self, brokers: list[AmqpWorkerBroker]) -> None:
+    def worker(self, worker: Worker) -> AmqpWorkerBroker:
+        broker = AmqpWorkerBroker(self.url, prefix=self.prefix,
+                                  connection_name=f"stepflow-worker[{self.prefix}]{worker.instance_id}")
+        self._workers.append(broker)
+        return broker
+
+    async def ready(self, tasks: Sequence[asyncio.Task[None]]) -> None:
+        """Each worker's queues consumed, or raise what stopped a worker before."""
+
         async def all_ready() -> None:
-            for broker, task in zip(brokers, self._worker_tasks, strict=True):
+            for broker, task in zip(self._workers, tasks, strict=True):
                 ready = asyncio.create_task(broker.ready.wait())
                 await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
                 ready.cancel()
@@ -63,5 +54,18 @@ class AmqpRuntime(EmbeddedRuntime):
 
         await asyncio.wait_for(all_ready(), READY_TIMEOUT_S)
 
-    async def __aexit__(self, *exc: object) -> None:
-        await self._stop_workers_and_backend()  # no in-process broker or read side to close
+    def close(self) -> None:
+        return None  # each connection is closed by its owner: the backend, a worker
+
+
+class AmqpRuntime(Runtime):
+    """Start with `async with AmqpRuntime(engine, workers, url=..., prefix=...) as runtime:`."""
+
+    def __init__(self, engine: WorkflowEngine, workers: Sequence[Worker] = (), *, url: str | None = None,
+                 prefix: str = "", prefetch: int = 512, projections: bool = False,
+                 **backend_options: Any) -> None:
+        """`prefetch`: unacked responses the backend holds; `projections=True` keeps the views here."""
+        super().__init__(engine, workers, AmqpBrokers(url, prefix=prefix, prefetch=prefetch),
+                         read_side=ReadSide(engine) if projections else None, **backend_options)
+        self.url = url
+        self.prefix = prefix

@@ -73,6 +73,11 @@ class AmqpWorkerBroker:
                 await self._connection.close()
         self._connection = None
 
+    @property
+    def connected(self) -> bool:
+        """Connected and not lost (a robust connection is closed while it reconnects)."""
+        return self._connection is not None and not self._connection.is_closed
+
     def _conn(self) -> AbstractRobustConnection:
         if self._connection is None:
             raise RuntimeError("connect first")

@@ -6,6 +6,10 @@ Exit codes (the same for every command):
   2  bad usage or input (a definition or parameter refused, an unknown id); nothing stored
   3  a refused command (e.g. retry of a completed job); nothing stored
   4  infrastructure unreachable (broker, store)
+
+Settings (store, broker, batch sizes, HTTP, ...) are flags of the commands that take them and
+`STEPFLOW_*` variables (`stepflow.settings`); `main` reads them once into `args.settings`, and
+a bad value is exit 2 for every command. `stepflow config` prints them.
 """
 
 from __future__ import annotations
@@ -13,32 +17,31 @@ from __future__ import annotations
 import argparse
 import getpass
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
+from stepflow.adapters.cli.options import add_settings, settings_of
 from stepflow.adapters.logging import configure
+from stepflow.settings import Settings, SettingsError, load_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 # Each module defines `register(subparsers)`; its parsers set `func(args) -> int`.
-COMMAND_MODULES = ("run", "serve", "worker", "inspect", "control")
+COMMAND_MODULES = ("run", "serve", "worker", "inspect", "control", "config")
 
 
-def default_actor() -> str:
+def default_actor(settings: Settings | None = None) -> str:
+    """Who issues a command: the `actor` setting (`--actor`, `STEPFLOW_ACTOR`), else the OS user."""
+    actor = (settings if settings is not None else load_settings()).actor
     try:
-        return os.environ.get("STEPFLOW_ACTOR") or getpass.getuser()
+        return actor or getpass.getuser()
     except Exception:  # noqa: BLE001  no user name in some containers
         return "unknown"
 
 
 def common(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """Options every command takes."""
-    parser.add_argument("--store", default=None,
-                        help="event store URL (default $STEPFLOW_STORE or sqlite:///stepflow.sqlite)")
-    parser.add_argument("--log-format", choices=("console", "json"), default=None)
-    parser.add_argument("--log-level", default=None)
-    return parser
+    return add_settings(parser, "store", "log_format", "log_level")
 
 
 def version_text() -> str:
@@ -91,7 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure(getattr(args, "log_format", None), getattr(args, "log_level", None) or "warning")
+    try:
+        args.settings = settings_of(args)
+    except SettingsError as error:
+        print(f"stepflow: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    # One-shot commands log warnings unless --log-level says otherwise; the long-running ones
+    # (serve, worker) reconfigure with the settings' level (STEPFLOW_LOG_LEVEL, default info).
+    configure(args.settings.log_format, getattr(args, "log_level", None) or "warning")
     try:
         code: int = args.func(args)
     except KeyboardInterrupt:

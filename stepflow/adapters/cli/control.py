@@ -20,6 +20,7 @@ from uuid import UUID
 
 from stepflow.adapters.cli import EXIT_OK, EXIT_REFUSED, common, default_actor
 from stepflow.adapters.cli.inspect import Session, UsageError, emit_json, guarded
+from stepflow.adapters.cli.options import add_settings
 from stepflow.engine import commands as cmd
 from stepflow.engine.workflow import Rejected
 from stepflow.projections import queries
@@ -52,7 +53,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
     parser = common(sub.add_parser(name, help=help, description=help))
-    parser.add_argument("--actor", default=None, help="who issues it (default: $STEPFLOW_ACTOR or the OS user)")
+    add_settings(parser, "actor", helps={"actor": "who issues it ($STEPFLOW_ACTOR; default: the OS user)"})
     parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
     return parser
 
@@ -63,7 +64,7 @@ def _workflow_command(build: Build, done: str) -> Callable[[argparse.Namespace],
             workflow_id = s.workflow_id(args.workflow_id)
             if not s.exists(workflow_id):
                 raise UsageError(f"unknown workflow {workflow_id}")
-            return _issue(s, args, build(args, workflow_id, args.actor or default_actor()), done)
+            return _issue(s, args, build(args, workflow_id, default_actor(args.settings)), done)
 
     return run
 
@@ -75,7 +76,7 @@ def retry_command(args: argparse.Namespace) -> int:
         if job is None:
             raise UsageError(f"unknown job {job_id}")
         command = cmd.RetryJob(workflow_id=UUID(job.workflow_id), job_id=job_id,
-                               actor=args.actor or default_actor())
+                               actor=default_actor(args.settings))
         return _issue(s, args, command, "retried job", subject=job_id)
 
 

@@ -6,25 +6,42 @@ With `--amqp-url` the same run goes over a real RabbitMQ: the backend runs in th
 and the workers too unless `--no-workers` (then workers started with `stepflow worker`
 serve the orders); exit 4 when the broker cannot be reached.
 Exit 0 when the workflow completed, 1 when it ended otherwise (with the reason), 2 when the
-definition or a parameter is refused (nothing is stored then).
+definition or a parameter is refused (nothing is stored then). The runtime comes from
+`stepflow.bootstrap`, like `stepflow serve`'s.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import sys
 from pathlib import Path
 from typing import Any, TextIO
 
-from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, common, default_actor
+from stepflow import bootstrap
+from stepflow.adapters.cli import (
+    EXIT_FAILED,
+    EXIT_OK,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    common,
+    default_actor,
+)
+from stepflow.adapters.cli.options import add_settings
 from stepflow.adapters.cli.view import LiveView
-from stepflow.adapters.persistence import open_engine
+from stepflow.adapters.runtime import Runtime
 from stepflow.adapters.worker import Worker
-from stepflow.engine.definitions import DefinitionError, WorkflowDefinition, coerce_parameter, load_definition
+from stepflow.adapters.workers_loading import load_workers
+from stepflow.engine.definitions import (
+    DefinitionError,
+    WorkflowDefinition,
+    coerce_parameter,
+    load_definition,
+)
 from stepflow.engine.workflow import Rejected
+from stepflow.settings import redact_text, redact_url
+
+__all__ = ["load_workers", "parse_params", "register", "run_command"]  # load_workers: its old home
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -36,13 +53,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="worker(s) to run in-process (module or file path, then ':' and the "
                              "Worker's name); default: every Worker in workers.py beside the definition")
     parser.add_argument("--label", action="append", default=[], help="label the workflow (repeatable)")
-    parser.add_argument("--actor", default=None, help="who starts it (default: the OS user)")
     parser.add_argument("--timeout", type=float, default=None, help="give up after this many seconds")
     parser.add_argument("--quiet", "-q", action="store_true", help="no live view, only the final state")
-    parser.add_argument("--amqp-url", default=None,
-                        help="run over this RabbitMQ instead of the in-process broker")
-    parser.add_argument("--prefix", default=None,
-                        help="with --amqp-url: prefix of exchange and queue names (default $STEPFLOW_PREFIX)")
+    add_settings(parser, "actor", "amqp_url", "prefix", helps={
+        "actor": "who starts it ($STEPFLOW_ACTOR; default: the OS user)",
+        "amqp_url": "run over this RabbitMQ instead of the in-process broker (only the flag switches: "
+                    "$STEPFLOW_AMQP_URL does not)",
+        "prefix": "with --amqp-url: prefix of exchange and queue names ($STEPFLOW_PREFIX)"})
     parser.add_argument("--no-workers", action="store_true",
                         help="with --amqp-url: run no worker here; separate `stepflow worker` processes serve")
     parser.set_defaults(func=run_command)
@@ -61,41 +78,6 @@ def parse_params(definition: WorkflowDefinition, pairs: list[str]) -> dict[str, 
     return values
 
 
-def load_workers(specs: list[str], definition_path: Path) -> list[Worker]:
-    if not specs:
-        beside = definition_path.parent / "workers.py"
-        if not beside.exists():
-            return []
-        module = _import(str(beside))
-        return [value for value in vars(module).values() if isinstance(value, Worker)]
-    workers: list[Worker] = []
-    for spec in specs:
-        target, _, attr = spec.rpartition(":")
-        if not target:
-            raise ValueError(f"--worker expects MODULE:ATTR, got {spec!r}")
-        worker = getattr(_import(target), attr)
-        if not isinstance(worker, Worker):
-            raise ValueError(f"{spec} is a {type(worker).__name__}, not a stepflow Worker")
-        workers.append(worker)
-    return workers
-
-
-def _import(target: str) -> Any:
-    if target.endswith(".py"):
-        path = Path(target).resolve()
-        name = f"stepflow_workers_{abs(hash(str(path)))}"
-        if name in sys.modules:
-            return sys.modules[name]
-        spec = importlib.util.spec_from_file_location(name, path)
-        if spec is None or spec.loader is None:
-            raise ValueError(f"cannot import {target}")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module
-        spec.loader.exec_module(module)
-        return module
-    return importlib.import_module(target)
-
-
 def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     path = Path(args.definition)
@@ -109,49 +91,53 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         print(f"error: {path}: {error}", file=sys.stderr)
         return EXIT_USAGE
     workers = [] if getattr(args, "no_workers", False) else load_workers(args.worker, path)
-    if getattr(args, "amqp_url", None):
-        return asyncio.run(_run_amqp(args, definition, parameters, workers, out))
-    return asyncio.run(_run_embedded(args, definition, parameters, workers, out))
+    over_amqp = bool(getattr(args, "amqp_url", None))  # the flag, not $STEPFLOW_AMQP_URL
+    return asyncio.run(_run(args, definition, parameters, workers, out, over_amqp=over_amqp))
 
 
-async def _run_amqp(args: argparse.Namespace, definition: WorkflowDefinition, parameters: dict[str, Any],
-                    workers: list[Worker], out: TextIO) -> int:
+async def _run(args: argparse.Namespace, definition: WorkflowDefinition, parameters: dict[str, Any],
+               workers: list[Worker], out: TextIO, *, over_amqp: bool) -> int:
+    settings = args.settings
+    if over_amqp and not await _reachable(settings.amqp_url):
+        return EXIT_UNREACHABLE
+    engine = await bootstrap.open_store(settings)
+    try:
+        # In-process, this process keeps the views (a later `stepflow show` finds them); over
+        # RabbitMQ that is the job of the `stepflow serve` beside it.
+        runtime = bootstrap.build_runtime(settings, engine, workers, embedded=not over_amqp,
+                                          projections=not over_amqp)
+        return await _follow(args, runtime, definition, parameters, out)
+    finally:
+        engine.close()
+
+
+async def _reachable(url: str) -> bool:
+    """Fail fast and plainly when the broker is not there (a robust connection would wait)."""
     import aio_pika
 
-    from stepflow.adapters.amqp.connection import mask_url
-    from stepflow.adapters.amqp.runtime import AmqpRuntime
-    from stepflow.adapters.cli import EXIT_UNREACHABLE
-    from stepflow.adapters.cli.serve import prefix_of
-
-    try:  # fail fast and plainly when the broker is not there
-        probe = await aio_pika.connect(args.amqp_url, timeout=10)
+    try:
+        probe = await aio_pika.connect(url, timeout=10)
         await probe.close()
     except (OSError, TimeoutError) as error:
-        message = str(error).replace(args.amqp_url, mask_url(args.amqp_url))
-        print(f"error: cannot reach RabbitMQ at {mask_url(args.amqp_url)}: {message}", file=sys.stderr)
-        return EXIT_UNREACHABLE
-    runtime = AmqpRuntime(open_engine(args.store), workers, url=args.amqp_url, prefix=prefix_of(args))
-    return await _run_embedded(args, definition, parameters, workers, out, runtime=runtime)
+        print(f"error: cannot reach RabbitMQ at {redact_url(url)}: {redact_text(str(error), url)}", file=sys.stderr)
+        return False
+    return True
 
 
-async def _run_embedded(args: argparse.Namespace, definition: WorkflowDefinition, parameters: dict[str, Any],
-                        workers: list[Worker], out: TextIO, runtime: Any = None) -> int:
-    from stepflow.adapters.embedded import EmbeddedRuntime
-
-    if runtime is None:
-        runtime = EmbeddedRuntime(open_engine(args.store), workers, projections=True)
+async def _follow(args: argparse.Namespace, runtime: Runtime, definition: WorkflowDefinition,
+                  parameters: dict[str, Any], out: TextIO) -> int:
     view = LiveView(out, live=not args.quiet)
     async with runtime:
         try:
             workflow_id = await runtime.start(definition, parameters, labels=args.label,
-                                              actor=args.actor or default_actor())
+                                              actor=default_actor(args.settings))
         except (DefinitionError, Rejected) as error:
             print(f"error: {error}", file=sys.stderr)
             return EXIT_USAGE
         print(f"workflow {workflow_id} started ({definition.identifier} {definition.version})", file=out)
         try:
             state = await runtime.wait(workflow_id, timeout=args.timeout, on_change=view.update)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             state = await runtime.state(workflow_id)
             view.final(state)
             print(f"error: workflow {workflow_id} still {state.status} after {args.timeout}s", file=sys.stderr)

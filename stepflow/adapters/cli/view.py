@@ -28,7 +28,7 @@ def step_lines(state: WorkflowState) -> list[str]:
 
 
 def _bar(percent: float, width: int = 20) -> str:
-    filled = int(round(percent / 100 * width))
+    filled = round(percent / 100 * width)
     return "[" + "#" * filled + "-" * (width - filled) + "]"
 
 

@@ -14,15 +14,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import sys
 
 import structlog
 
-from stepflow.adapters.amqp.connection import amqp_url, mask_url
+from stepflow import bootstrap
 from stepflow.adapters.cli import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
-from stepflow.adapters.cli.serve import add_amqp_options, prefix_of, service_logging
+from stepflow.adapters.cli.options import add_settings, service_logging
+from stepflow.adapters.cli.shutdown import stop_signals
 from stepflow.adapters.worker import Worker
+from stepflow.adapters.workers_loading import load_worker
+from stepflow.settings import Settings, redact_text, redact_url
 
 log = structlog.get_logger("stepflow.worker.cli")
 
@@ -30,7 +32,7 @@ log = structlog.get_logger("stepflow.worker.cli")
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = common(sub.add_parser("worker", help="run a worker (MODULE:ATTR) against RabbitMQ"))
     parser.add_argument("target", metavar="MODULE:ATTR", help="module path or .py file, ':', the Worker's name")
-    add_amqp_options(parser)
+    add_settings(parser, "amqp_url", "prefix")
     parser.add_argument("--prefetch", type=int, default=None,
                         help="orders held at once, i.e. jobs run concurrently (default: the Worker's)")
     parser.add_argument("--job-type", action="append", default=[], metavar="TYPE",
@@ -38,18 +40,6 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser.add_argument("--instance-id", default=None, help="this instance's id (default host-pid-random)")
     parser.add_argument("--heartbeat", type=float, default=None, help="seconds between discovery announcements")
     parser.set_defaults(func=worker_command)
-
-
-def load_worker(target: str) -> Worker:
-    from stepflow.adapters.cli.run import _import
-
-    module, sep, attr = target.rpartition(":")
-    if not sep or not module or not attr:
-        raise ValueError(f"expected MODULE:ATTR, got {target!r}")
-    worker = getattr(_import(module), attr, None)
-    if not isinstance(worker, Worker):
-        raise TypeError(f"{target} is {type(worker).__name__}, not a stepflow Worker")
-    return worker
 
 
 def restrict(worker: Worker, job_types: list[str], *, prefetch: int | None = None,
@@ -67,39 +57,32 @@ def restrict(worker: Worker, job_types: list[str], *, prefetch: int | None = Non
 
 
 def worker_command(args: argparse.Namespace) -> int:
-    service_logging(args)
+    service_logging(args.settings)
     try:
         worker = restrict(load_worker(args.target), args.job_type, prefetch=args.prefetch,
                           instance_id=args.instance_id, heartbeat_s=args.heartbeat)
     except (ValueError, TypeError, ImportError, FileNotFoundError) as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    return asyncio.run(run_worker(worker, amqp_url(args.amqp_url), prefix_of(args)))
+    return asyncio.run(run_worker(worker, args.settings))
 
 
-async def run_worker(worker: Worker, url: str, prefix: str = "") -> int:
-    from stepflow.adapters.amqp import AmqpWorkerBroker
-
-    broker = AmqpWorkerBroker(url, prefix=prefix, connection_name=f"stepflow-worker[{prefix}]{worker.instance_id}")
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
+async def run_worker(worker: Worker, settings: Settings) -> int:
+    """Until a signal: the first lets running jobs finish, a second cancels them too."""
+    broker = bootstrap.brokers(settings, embedded=False).worker(worker)
     main = asyncio.current_task()
+    url = settings.amqp_url
 
-    def on_signal() -> None:
-        if stop.is_set() and main is not None:
-            main.cancel()  # second signal: cancel running jobs too
-        stop.set()
+    def cancel_jobs() -> None:
+        if main is not None:
+            main.cancel()  # running jobs are cancelled; their orders go back to the queue
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal)
     try:
-        await worker.run(broker, stop=stop)
+        async with stop_signals(on_second=cancel_jobs) as stop:
+            await worker.run(broker, stop=stop)
     except asyncio.CancelledError:
         return EXIT_OK
     except OSError as error:
-        log.error("broker_unreachable", amqp=mask_url(url), error=repr(error).replace(url, mask_url(url)))
+        log.error("broker_unreachable", amqp=redact_url(url), error=redact_text(repr(error), url))
         return EXIT_UNREACHABLE
-    finally:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
     return EXIT_OK

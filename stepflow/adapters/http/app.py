@@ -1,19 +1,20 @@
 """The ASGI app: the JSON API, the web view, `/metrics`, `/healthz`, `/readyz`, `/openapi.json`.
 
     app = create_app(engine, backend=backend, catalog=DefinitionCatalog.from_paths([...]),
-                     auth=TokenAuth.from_env(), runner=runner)
+                     auth=TokenAuth.with_tokens({...}), runner=runner, settings=settings)
 
 `runner` is the `ProjectionRunner` keeping the views; without one, the app makes its own and
 runs it (in its thread) for the app's lifetime. `backend` (optional) is the running
 `Backend`: commands then go through it, and its counters appear in the metrics. Without a
 backend the app still reads and records commands, and a separate `stepflow serve` publishes
-the orders from the log. Errors are JSON (`ErrorBody`), 404 and 405 included.
+the orders from the log. `settings` (default: those of the environment) say whether `/metrics`
+needs a token and how far behind the views may be for `/readyz`; the handlers find them, and
+the OpenAPI document, on `app.state`. Errors are JSON (`ErrorBody`), 404 and 405 included.
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from stepflow.adapters.http import metrics, pages, rights
+from stepflow.adapters.http import openapi, pages
 from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.adapters.http.errors import ApiError, error_response
@@ -34,6 +35,7 @@ from stepflow.adapters.http.routes import ENDPOINTS
 from stepflow.adapters.http.services import Services
 from stepflow.engine.application import WorkflowEngine
 from stepflow.projections import ProjectionRunner, ViewStore, WorkersView
+from stepflow.settings import Settings, load_settings
 
 log = structlog.get_logger("stepflow.http")
 STATIC = Path(__file__).parent / "static"
@@ -41,7 +43,7 @@ STATIC = Path(__file__).parent / "static"
 
 def create_app(engine: WorkflowEngine, *, runner: ProjectionRunner | None = None, store: ViewStore | None = None,
                backend: Any = None, catalog: DefinitionCatalog | None = None,
-               auth: TokenAuth | None = None) -> Starlette:
+               auth: TokenAuth | None = None, settings: Settings | None = None) -> Starlette:
     own_runner = runner is None
     if runner is None:
         runner = ProjectionRunner(engine, store)
@@ -67,6 +69,8 @@ def create_app(engine: WorkflowEngine, *, runner: ProjectionRunner | None = None
         ApiError: _api_error, HTTPException: _http_error, Exception: _server_error,
     })
     app.state.services = services
+    app.state.settings = settings if settings is not None else load_settings()
+    app.state.openapi = openapi.document  # built from the route table, which cannot import it back
     return app
 
 
@@ -85,10 +89,3 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 async def _server_error(request: Request, exc: Exception) -> Response:
     log.exception("http_error", method=request.method, path=request.url.path)
     return error_response(500, "internal error (logged)")
-
-
-async def metrics_endpoint(request: Request) -> Response:
-    s: Services = request.app.state.services
-    if os.environ.get("STEPFLOW_HTTP_PUBLIC_METRICS", "") not in ("1", "true", "yes"):
-        rights.authenticate(request, s)
-    return Response(await metrics.collect(s), media_type=metrics.CONTENT_TYPE)

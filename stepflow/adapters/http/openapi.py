@@ -6,8 +6,6 @@ import functools
 from typing import Any
 
 import msgspec
-from starlette.requests import Request
-from starlette.responses import Response
 
 from stepflow.adapters.http.routes import ENDPOINTS, Endpoint
 from stepflow.adapters.http.schemas import ErrorBody
@@ -101,7 +99,3 @@ def document() -> dict[str, Any]:
                        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
         "security": [{"bearer": []}],
     }
-
-
-async def openapi_endpoint(request: Request) -> Response:
-    return Response(msgspec.json.encode(document()), media_type="application/json")

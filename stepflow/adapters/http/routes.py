@@ -6,13 +6,17 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
 from stepflow.adapters.http import api_misc as m
 from stepflow.adapters.http import api_workflows as w
+from stepflow.adapters.http import metrics, rights
 from stepflow.adapters.http import schemas as s
 from stepflow.adapters.http.api_stream import stream_workflow
+from stepflow.adapters.http.health import healthz, readyz
+from stepflow.adapters.http.services import Services
 
 Handler = Callable[[Request], Awaitable[Response]]
 WORKFLOW_ID = ("workflow_id", {"type": "string", "format": "uuid"}, "a workflow id")
@@ -40,27 +44,16 @@ class Endpoint:
 
 
 async def _metrics(request: Request) -> Response:
-    from stepflow.adapters.http.app import metrics_endpoint
-
-    return await metrics_endpoint(request)
+    s: Services = request.app.state.services
+    if not request.app.state.settings.http_public_metrics:
+        rights.authenticate(request, s)
+    return Response(await metrics.collect(s), media_type=metrics.CONTENT_TYPE)
 
 
 async def _openapi(request: Request) -> Response:
-    from stepflow.adapters.http.openapi import openapi_endpoint
-
-    return await openapi_endpoint(request)
-
-
-async def _healthz(request: Request) -> Response:
-    from stepflow.adapters.http.health import healthz
-
-    return await healthz(request)
-
-
-async def _readyz(request: Request) -> Response:
-    from stepflow.adapters.http.health import readyz
-
-    return await readyz(request)
+    # The document is generated from ENDPOINTS, so `openapi` imports this module and the app
+    # hands the document over (`app.state.openapi`) instead of this module importing it back.
+    return Response(msgspec.json.encode(request.app.state.openapi()), media_type="application/json")
 
 
 ENDPOINTS: tuple[Endpoint, ...] = (
@@ -104,9 +97,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "audit", (200, m.AuditPage), query=m.AuditQuery, errors=(401, 403, 422)),
     Endpoint("GET", "/metrics", _metrics, "Prometheus metrics", "operations", (200, None),
              media_type="text/plain"),
-    Endpoint("GET", "/healthz", _healthz, "The process answers", "operations", (200, s.Health), errors=(),
+    Endpoint("GET", "/healthz", healthz, "The process answers", "operations", (200, s.Health), errors=(),
              public=True),
-    Endpoint("GET", "/readyz", _readyz, "Store, broker and views are usable", "operations", (200, s.Health),
+    Endpoint("GET", "/readyz", readyz, "Store, broker and views are usable", "operations", (200, s.Health),
              errors=(503,), public=True),
     Endpoint("GET", "/openapi.json", _openapi, "This document", "operations", (200, None), errors=(),
              public=True),

@@ -190,6 +190,11 @@ class MemoryBackendBroker:
     async def close(self) -> None:
         await self.broker.release(self)
 
+    @property
+    def connected(self) -> bool:
+        """In this process: there is no connection to lose."""
+        return True
+
     async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
         for order in orders:
             await self.broker.route_order(order)
@@ -239,6 +244,11 @@ class MemoryWorkerBroker:
         if self._direct_queue:
             self.broker.direct.pop(self._direct_queue, None)
         await self.broker.release(self)
+
+    @property
+    def connected(self) -> bool:
+        """In this process: there is no connection to lose."""
+        return True
 
     async def consume_orders(self, job_types: Sequence[str], prefetch: int) -> None:
         for job_type in job_types:

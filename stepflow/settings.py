@@ -1,0 +1,202 @@
+"""Every setting of a stepflow process, typed, and read from flags and `STEPFLOW_*` in one place.
+
+Each setting used to be read by the module that needed it, with its own default and its own
+parsing, so `serve`, `serve --embedded` and `run` could disagree about the same variable and
+nobody could list them. Now a command builds one `Settings` (a flag wins over the environment,
+the environment over the default; an empty variable counts as unset) and hands it to
+`stepflow.bootstrap`; `stepflow config` prints what a command would get. `SPECS` is the one
+table of names: each setting's variable is `STEPFLOW_` + its name in capitals, its flag (if
+any) is listed there, and so is its help text.
+
+Secrets (a password in a URL, the HTTP tokens) have no flag, so they never show in `ps`, and
+never leave this module in clear when printed: `repr()` and `redacted()` mask them.
+`STEPFLOW_FAULT*` are not settings: they are the tests' crash points (`stepflow.adapters.faults`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+from urllib.parse import urlparse
+
+import msgspec
+
+from stepflow.adapters.amqp.connection import DEFAULT_URL as DEFAULT_AMQP_URL
+from stepflow.adapters.amqp.connection import mask_url
+from stepflow.adapters.protocol import MAX_BODY_BYTES
+
+DEFAULT_STORE = "sqlite:///stepflow.sqlite"
+ENV_PREFIX = "STEPFLOW_"
+MASK = "***"
+
+Positive = Annotated[int, msgspec.Meta(ge=1)]
+Seconds = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """What one stepflow process runs with. Read it with `load_settings()`."""
+
+    store: str = DEFAULT_STORE
+    amqp_url: str = DEFAULT_AMQP_URL
+    prefix: str = ""
+    log_format: Literal["console", "json"] = "console"
+    log_level: str | None = None  # None: info for serve and worker; one-shot commands: warning, flag only
+    batch_size: Positive = 256
+    prefetch: Positive = 512
+    outbox_poll: Seconds = 0.5
+    timeout_check: Seconds = 1.0
+    max_body: Positive = MAX_BODY_BYTES
+    projections: bool = True
+    http: str | None = None
+    definitions: tuple[str, ...] = ()
+    http_tokens: str = ""
+    http_tokens_file: str | None = None
+    http_admin_group: str = "admin"
+    http_public_metrics: bool = False
+    ready_max_lag: Annotated[int, msgspec.Meta(ge=0)] = 10000
+    notification_hosts: tuple[str, ...] = ()
+    actor: str | None = None
+
+    def redacted(self) -> Settings:
+        """A copy fit to print or log: URL passwords and tokens masked."""
+        masked = {spec.name: _mask(spec, getattr(self, spec.name)) for spec in SPECS if spec.secret}
+        return msgspec.structs.replace(self, **masked)
+
+    def __repr__(self) -> str:
+        shown = self.redacted()
+        fields = ", ".join(f"{f}={getattr(shown, f)!r}" for f in self.__struct_fields__)
+        return f"Settings({fields})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Where a setting comes from besides its default, and what it means."""
+
+    name: str
+    help: str
+    flag: str | None = None  # None: environment only
+    separator: str | None = None  # a list setting: how its variable separates the items
+    secret: Literal["password", "whole"] | None = None  # masked: a URL's password, or all of it
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.name.upper()
+
+
+SPECS: tuple[Spec, ...] = (
+    Spec("store", "event store URL: sqlite:///file.sqlite, postgresql://user@host/db?schema=s, memory://",
+         "--store", secret="password"),
+    Spec("amqp_url", "RabbitMQ URL (the path names the vhost)", "--amqp-url", secret="password"),
+    Spec("prefix", "prefix of every exchange and queue name, so installations can share a broker",
+         "--prefix"),
+    Spec("log_format", "console (for people) or json (one object a line)", "--log-format"),
+    Spec("log_level", "debug, info, warning, error (default: info for serve and worker; warning for the "
+         "other commands, which take the flag only)", "--log-level"),
+    Spec("batch_size", "most inbound messages per transaction", "--batch-size"),
+    Spec("prefetch", "unacked inbound messages the backend holds at once", "--prefetch"),
+    Spec("outbox_poll", "seconds between looks at the event log for orders stored by other processes",
+         "--outbox-poll"),
+    Spec("timeout_check", "seconds between checks for jobs past their timeout_s", "--timeout-check"),
+    Spec("max_body", "inbound bodies over this many bytes are quarantined undecoded", "--max-body"),
+    Spec("projections", "keep the read models in this process (off: run `stepflow project` elsewhere)",
+         "--no-projections"),
+    Spec("http", "also serve the HTTP API and web view at HOST:PORT (PORT 0: any free port)", "--http"),
+    Spec("definitions", "definition files or directories the HTTP API may start (the flag repeats; "
+         "the variable's and the flags' add up)", "--definitions", separator=os.pathsep),
+    Spec("http_tokens", "bearer tokens: TOKEN=USER:GROUP,GROUP; ...", secret="whole"),
+    Spec("http_tokens_file", "a file of tokens, one TOKEN=USER:GROUPS a line", "--http-tokens-file"),
+    Spec("http_admin_group", "members of this group pass every right"),
+    Spec("http_public_metrics", "serve /metrics without a token (1/0)"),
+    Spec("ready_max_lag", "/readyz fails when a view is more than this many events behind the log"),
+    Spec("notification_hosts", "the only hosts notification steps and hooks may call (comma-separated)",
+         separator=","),
+    Spec("actor", "who issues commands (default: the OS user)", "--actor"),
+)
+SPEC = {spec.name: spec for spec in SPECS}
+
+Source = Literal["flag", "environment", "default"]
+
+
+class SettingsError(ValueError):
+    """A setting that cannot be used; the message names the flag or variable."""
+
+
+def load_settings(flags: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """The settings from `flags` ({name: value}, None meaning "not given") and the environment."""
+    return resolve(flags, environ)[0]
+
+
+def resolve(flags: Mapping[str, Any] | None = None,
+            environ: Mapping[str, str] | None = None) -> tuple[Settings, dict[str, Source]]:
+    """`load_settings`, and where each setting came from (for `stepflow config`)."""
+    env = os.environ if environ is None else environ
+    flags = flags or {}
+    raw: dict[str, Any] = {}
+    sources: dict[str, Source] = {spec.name: "default" for spec in SPECS}
+    origin: dict[str, str] = {}
+    for spec in SPECS:
+        text = env.get(spec.env, "")
+        if text != "":
+            raw[spec.name], sources[spec.name], origin[spec.name] = _from_env(spec, text), "environment", spec.env
+        given = flags.get(spec.name)
+        if given is None or given == []:
+            continue
+        if spec.name == "definitions":  # both add up: files named by the deployment and by the command
+            given = [*raw.get("definitions", ()), *given]
+        raw[spec.name], sources[spec.name], origin[spec.name] = given, "flag", spec.flag or spec.name
+    try:
+        settings = msgspec.convert(raw, Settings, strict=False)
+    except msgspec.ValidationError as error:
+        problem, _, path = str(error).rpartition(" - at `$.")
+        name = re.split(r"[`.\[]", path)[0]
+        given = "" if name in SPEC and SPEC[name].secret else f"={raw.get(name)!r}"
+        raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}") from None
+    return settings, sources
+
+
+def _from_env(spec: Spec, text: str) -> Any:
+    if spec.separator is not None:
+        items = [item.strip() for item in text.split(spec.separator)]
+        if spec.name == "notification_hosts":
+            items = [item.lower() for item in items]
+        return [item for item in items if item]
+    if spec.name in _BOOLEANS:
+        return _boolean(spec.env, text)
+    return text
+
+
+_BOOLEANS = {f.name for f in msgspec.structs.fields(Settings) if f.type is bool}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def _boolean(env: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word in _TRUE or word in _FALSE:
+        return word in _TRUE
+    raise SettingsError(f"{env}: expected one of {', '.join(_TRUE + _FALSE)}, got {text!r}")
+
+
+def _mask(spec: Spec, value: str) -> str:
+    if spec.secret == "password":
+        return redact_url(value)
+    return MASK if value else ""
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password (if any) masked: any URL, store or broker, one rule."""
+    return mask_url(url)
+
+
+def redact_text(text: str, *urls: str) -> str:
+    """An error's text with these URLs' passwords masked, wherever a driver quoted them."""
+    for url in urls:
+        password = urlparse(url).password
+        if password:
+            text = text.replace(url, redact_url(url)).replace(password, MASK)
+    return text

@@ -1,0 +1,131 @@
+"""One `Settings`: flags over `STEPFLOW_*` over defaults, typed, secrets masked, `stepflow config`."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from stepflow.adapters.cli import build_parser, main
+from stepflow.adapters.cli.config import config_command
+from stepflow.adapters.cli.options import settings_of
+from stepflow.adapters.persistence import describe, store_url
+from stepflow.adapters.protocol import MAX_BODY_BYTES
+from stepflow.settings import SPECS, Settings, SettingsError, load_settings, resolve
+
+SECRET = "s3cret-pw"
+
+
+@pytest.fixture(autouse=True)
+def no_stepflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in [n for n in os.environ if n.startswith("STEPFLOW_")]:
+        monkeypatch.delenv(name)
+
+
+def test_every_setting_has_one_spec_and_a_variable_named_after_it() -> None:
+    assert [spec.name for spec in SPECS] == list(Settings.__struct_fields__)
+    assert all(spec.env == "STEPFLOW_" + spec.name.upper() for spec in SPECS)
+    assert not any(spec.env.startswith("STEPFLOW_FAULT") for spec in SPECS)  # the tests' crash points
+
+
+def test_defaults_are_those_the_commands_had() -> None:
+    s = Settings()
+    assert (s.store, s.amqp_url, s.prefix) == ("sqlite:///stepflow.sqlite", "amqp://guest:guest@127.0.0.1:5672/", "")
+    assert (s.batch_size, s.prefetch, s.outbox_poll, s.timeout_check) == (256, 512, 0.5, 1.0)
+    assert (s.max_body, s.ready_max_lag, s.http_admin_group) == (MAX_BODY_BYTES, 10000, "admin")
+    assert s.projections and not s.http_public_metrics and s.http is None and s.log_level is None
+
+
+def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
+    env = {"STEPFLOW_STORE": "memory://", "STEPFLOW_BATCH_SIZE": "64", "STEPFLOW_PREFIX": "env_",
+           "STEPFLOW_PROJECTIONS": "0", "STEPFLOW_HTTP_PUBLIC_METRICS": "yes", "STEPFLOW_PREFETCH": ""}
+    settings, sources = resolve({"prefix": "flag_", "batch_size": None}, env)
+    assert (settings.prefix, settings.store, settings.batch_size, settings.prefetch) == ("flag_", "memory://", 64, 512)
+    assert settings.projections is False and settings.http_public_metrics is True
+    assert (sources["prefix"], sources["store"], sources["prefetch"]) == ("flag", "environment", "default")
+
+
+def test_lists_come_from_separated_variables_and_definitions_add_up() -> None:
+    env = {"STEPFLOW_DEFINITIONS": f"a.toml{os.pathsep}defs/",
+           "STEPFLOW_NOTIFICATION_HOSTS": "Hooks.Example, 127.0.0.1,"}
+    settings = load_settings({"definitions": ["b.toml"]}, env)
+    assert settings.definitions == ("a.toml", "defs/", "b.toml")
+    assert settings.notification_hosts == ("hooks.example", "127.0.0.1")
+
+
+@pytest.mark.parametrize(("flags", "env", "message"), [
+    ({}, {"STEPFLOW_BATCH_SIZE": "many"}, "STEPFLOW_BATCH_SIZE='many': Expected `int`, got `str`"),
+    ({"batch_size": "0"}, {}, "--batch-size='0': Expected `int` >= 1"),
+    ({}, {"STEPFLOW_OUTBOX_POLL": "0"}, "STEPFLOW_OUTBOX_POLL='0': Expected `float` > 0.0"),
+    ({}, {"STEPFLOW_LOG_FORMAT": "xml"}, "STEPFLOW_LOG_FORMAT='xml': Invalid enum value 'xml'"),
+    ({}, {"STEPFLOW_HTTP_PUBLIC_METRICS": "maybe"}, "STEPFLOW_HTTP_PUBLIC_METRICS: expected one of"),
+])
+def test_a_bad_value_names_its_flag_or_variable(flags: dict[str, str], env: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError) as raised:
+        load_settings(flags, env)
+    assert str(raised.value).startswith(message), str(raised.value)
+
+
+def test_secrets_are_masked_when_printed() -> None:
+    settings = load_settings({"store": f"postgresql://app:{SECRET}@db/x"},
+                             {"STEPFLOW_AMQP_URL": f"amqp://app:{SECRET}@rabbit/", "STEPFLOW_HTTP_TOKENS": "tok-1=al:ops"})
+    for shown in (repr(settings), str(settings), msgspec.json.encode(settings.redacted()).decode()):
+        assert SECRET not in shown and "tok-1" not in shown, shown
+        assert "app:***@db" in shown and "app:***@rabbit" in shown
+    assert settings.amqp_url.endswith(f"{SECRET}@rabbit/")  # the real value is there for the broker
+    assert describe(settings.store) == "postgresql://app:***@db/x"
+
+
+def test_the_library_defaults_read_the_same_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("STEPFLOW_STORE", f"sqlite:///{tmp_path}/x.sqlite")
+    assert store_url() == f"sqlite:///{tmp_path}/x.sqlite" and store_url("memory://") == "memory://"
+
+
+def test_commands_read_their_flags_and_leave_their_own_options_alone() -> None:
+    parser = build_parser()
+    args = parser.parse_args(["serve", "--prefix", "p_", "--no-projections", "--definitions", "a.toml",
+                              "--batch-size", "32"])
+    settings = settings_of(args, {"STEPFLOW_PREFIX": "env_"})
+    assert (settings.prefix, settings.projections, settings.definitions, settings.batch_size) == (
+        "p_", False, ("a.toml",), 32)
+    # `project --batch-size` is the projection runner's batch, not the backend's setting
+    args = parser.parse_args(["project", "--batch-size", "7", "--once"])
+    assert settings_of(args, {}).batch_size == 256
+    args = parser.parse_args(["audit", "--actor", "bob"])  # a filter, not who issues commands
+    assert settings_of(args, {}).actor is None
+
+
+def test_config_prints_a_table_and_json(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("STEPFLOW_AMQP_URL", f"amqp://u:{SECRET}@rabbit/")
+    monkeypatch.setenv("STEPFLOW_HTTP_TOKENS", "tok-1=al:ops")
+    assert main(["config", "--prefix", "p_"]) == 0
+    table = capsys.readouterr().out
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
+    assert rows["prefix"][1:] == ["p_", "flag", "STEPFLOW_PREFIX", "--prefix"]
+    assert rows["amqp_url"][1:3] == ["amqp://u:***@rabbit/", "environment"]
+    assert rows["batch_size"][1:3] == ["256", "default"]
+    assert rows["http_tokens"][1:] == ["***", "environment", "STEPFLOW_HTTP_TOKENS", "-"]
+    assert SECRET not in table and "tok-1" not in table
+    assert len(rows) == len(SPECS)
+    assert main(["config", "--json", "--batch-size", "8"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert list(shown) == [spec.name for spec in SPECS]
+    assert (shown["batch_size"], shown["http_tokens"], shown["amqp_url"]) == (8, "***", "amqp://u:***@rabbit/")
+
+
+def test_a_bad_setting_is_exit_2_for_any_command(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("STEPFLOW_MAX_BODY", "1MB")
+    assert main(["config"]) == 2
+    assert "STEPFLOW_MAX_BODY='1MB': Expected `int`" in capsys.readouterr().err
+
+
+def test_config_command_writes_where_it_is_told() -> None:
+    args = build_parser().parse_args(["config", "--json", "--store", "memory://"])
+    out = io.StringIO()
+    assert config_command(args, out) == 0
+    assert json.loads(out.getvalue())["store"] == "memory://"
