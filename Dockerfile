@@ -7,9 +7,9 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     STEPFLOW_LOG_FORMAT=json
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY stepflow ./stepflow
-RUN pip install ".[postgres]"
+RUN pip install -c constraints.txt ".[postgres]"
 COPY examples ./examples
 
 RUN useradd --create-home --uid 10001 stepflow
