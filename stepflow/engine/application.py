@@ -1,7 +1,7 @@
 """The engine's application service: load a Workflow, run a command, save, on `eventsourcing`.
 
 Thin on purpose: the rules live in the aggregate and `decide`. What this adds:
-- msgspec storage (`MsgspecMapper`) and snapshots every `SNAPSHOT_INTERVAL` events;
+- msgspec storage (`MsgspecMapper`) and a snapshot every 1,000 events (`snapshotting_intervals`);
 - `execute(commands)`: many commands, one transaction. The adapters feed it a batch of broker
   messages and ack them all once it returns, which is how one backend keeps up with the
   broker. An optimistic-concurrency conflict (another backend wrote the same workflow)

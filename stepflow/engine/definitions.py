@@ -21,7 +21,6 @@ from stepflow.engine.templates import TemplateError, references
 ParameterType = Literal[
     "string", "integer", "number", "boolean", "array_of_strings", "array_of_integers", "object"
 ]
-StepMode = Literal["one_job_per_item", "one_job"]
 ExecutionMode = Literal["job", "notification"]  # run by a worker, or by the backend as an HTTP call
 Action = Literal["view", "create", "retry", "abort", "delete", "update"]
 

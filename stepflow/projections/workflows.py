@@ -44,7 +44,6 @@ from stepflow.projections.rows import (
 from stepflow.projections.store import Table, Tx, fetch_in
 
 _json = msgspec.json.Encoder()
-ACTIVE = ("queued", "processing")
 HALTABLE = ("queued", "processing", "retry_requested")
 JOB_REFERENCES = (ev.JobProgressed, ev.JobCompleted, ev.JobErrored, ev.JobUnroutable, ev.JobTimedOut,
                   ev.JobStopped, ev.JobRetryRequested, ev.JobRetryScheduled)
