@@ -30,8 +30,8 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, Reco
 
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.mapper import MsgspecMapper
+from stepflow.engine.model import WorkflowDefinition
 from stepflow.engine.snapshots import WorkflowSnapshot
 from stepflow.engine.state import WorkflowState
 from stepflow.engine.workflow import Ignored, Rejected, Workflow, project_workflow

@@ -23,7 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import StepDefinition
+from stepflow.engine.model import StepDefinition
 from stepflow.engine.state import JOB_FAILED, STEP_DONE, JobState, StepState, WorkflowState
 from stepflow.engine.templates import TemplateError, render, truth
 

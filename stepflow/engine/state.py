@@ -16,7 +16,8 @@ from uuid import UUID
 import msgspec
 
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import WorkflowDefinition, topological_order
+from stepflow.engine.graph import topological_order
+from stepflow.engine.model import WorkflowDefinition
 
 JobStatus = Literal[
     "queued", "processing", "completed", "error", "retrying", "retry_requested", "stopped", "unroutable"

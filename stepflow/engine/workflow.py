@@ -17,7 +17,8 @@ from uuid import UUID
 
 from stepflow.engine import events as ev
 from stepflow.engine.decisions import decide
-from stepflow.engine.definitions import WorkflowDefinition, resolve_parameters
+from stepflow.engine.model import WorkflowDefinition
+from stepflow.engine.parameters import resolve_parameters
 from stepflow.engine.snapshots import WorkflowSnapshot
 from stepflow.engine.state import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL, WorkflowState, evolve
 

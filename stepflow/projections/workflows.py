@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import msgspec
 
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import topological_order
+from stepflow.engine.graph import topological_order
 from stepflow.projections.rows import (
     JOB_COUNT_FIELD,
     JOBS,
