@@ -19,7 +19,8 @@ from stepflow.adapters.read_side import ReadSide
 from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
-from stepflow.engine.state import WORKFLOW_FINAL, WorkflowState
+from stepflow.engine.state import WorkflowState
+from stepflow.engine.statuses import WORKFLOW_FINAL
 
 StateListener = Callable[[WorkflowState], None]
 

@@ -23,8 +23,10 @@ from datetime import datetime
 from typing import Any
 
 from stepflow.engine import events as ev
+from stepflow.engine.failures import step_failure, workflow_failure
 from stepflow.engine.model import StepDefinition
-from stepflow.engine.state import JOB_FAILED, STEP_DONE, JobState, StepState, WorkflowState
+from stepflow.engine.state import JobState, StepState, WorkflowState
+from stepflow.engine.statuses import JOB_FAILED, STEP_DONE
 from stepflow.engine.templates import TemplateError, render, truth
 
 MAX_PRIORITY = 9
@@ -63,7 +65,7 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
     failed = [s for s in state.steps.values() if s.status == "error"]
     if failed:
         first = min(failed, key=lambda s: s.order)
-        emit(ev.WorkflowFailed, reason=f"step {first.step_id!r} failed: {first.reason}")
+        emit(ev.WorkflowFailed, reason=workflow_failure(first.step_id, first.reason))
     elif all(s.status in STEP_DONE for s in state.steps.values()):
         emit(ev.WorkflowCompleted)
     return out
@@ -172,7 +174,8 @@ def _maybe_finish(state: WorkflowState, step: StepDefinition, step_state: StepSt
     jobs = state.current_jobs(step.id)
     failed = [job for job in jobs if job.status in JOB_FAILED and not retryable(state, job)]
     if failed and not step.allow_failure:
-        emit(ev.StepFailed, step_id=step.id, reason=f"job {failed[0].job_id} {failed[0].status}: {failed[0].error}")
+        first = failed[0]
+        emit(ev.StepFailed, step_id=step.id, reason=step_failure(first.job_id, first.status, first.error))
         return
     finished = [job for job in jobs if job.status == "completed"]
     if len(finished) + len(failed) < len(jobs):

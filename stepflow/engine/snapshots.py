@@ -6,7 +6,7 @@ valid at; restoring decodes a fresh copy, never sharing objects with a cached ag
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -26,7 +26,7 @@ class WorkflowSnapshot(msgspec.Struct, frozen=True, kw_only=True, tag=True):
         return cls(
             originator_id=aggregate.id,
             originator_version=aggregate.version,
-            timestamp=datetime.now(timezone.utc),
+            timestamp=datetime.now(UTC),
             state=_copy(aggregate.state),
         )
 

@@ -20,7 +20,8 @@ from stepflow.engine.decisions import decide
 from stepflow.engine.model import WorkflowDefinition
 from stepflow.engine.parameters import resolve_parameters
 from stepflow.engine.snapshots import WorkflowSnapshot
-from stepflow.engine.state import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL, WorkflowState, evolve
+from stepflow.engine.state import WorkflowState, evolve
+from stepflow.engine.statuses import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL
 
 Ignored = Literal["duplicate", "late", "late_progress"]  # recorded nothing new, on purpose
 

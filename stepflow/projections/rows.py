@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import msgspec
 
+from stepflow.engine.statuses import JOB_STATUSES
 from stepflow.projections.store import Table
 
 
@@ -79,11 +80,7 @@ class JobRow(msgspec.Struct, gc=False):
     next_job_id: str | None
 
 
-JOB_COUNT_FIELD = {
-    status: f"n_{status}"
-    for status in ("queued", "processing", "completed", "error", "retrying", "retry_requested",
-                   "stopped", "unroutable")
-}
+JOB_COUNT_FIELD: dict[str, str] = {status: f"n_{status}" for status in JOB_STATUSES}  # StepRow counters
 
 
 def _columns(struct: type[msgspec.Struct], kinds: dict[str, str]) -> tuple[tuple[str, str], ...]:

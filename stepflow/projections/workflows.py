@@ -30,7 +30,9 @@ from typing import Any, ClassVar
 import msgspec
 
 from stepflow.engine import events as ev
+from stepflow.engine.failures import Halt, JobEnding, halt, job_failure
 from stepflow.engine.graph import topological_order
+from stepflow.engine.statuses import JOB_HALTABLE, STEP_DONE, STEP_OPEN, WORKFLOW_FINAL
 from stepflow.projections.rows import (
     JOB_COUNT_FIELD,
     JOBS,
@@ -44,7 +46,7 @@ from stepflow.projections.rows import (
 from stepflow.projections.store import Table, Tx, fetch_in
 
 _json = msgspec.json.Encoder()
-HALTABLE = ("queued", "processing", "retry_requested")
+HALTABLE = tuple(sorted(JOB_HALTABLE))  # SQL parameters, in a stable order
 JOB_REFERENCES = (ev.JobProgressed, ev.JobCompleted, ev.JobErrored, ev.JobUnroutable, ev.JobTimedOut,
                   ev.JobStopped, ev.JobRetryRequested, ev.JobRetryScheduled)
 
@@ -53,7 +55,6 @@ def dumps(value: Any) -> str:
     return _json.encode(value).decode()
 
 
-FINAL = ("completed", "error", "stopped", "deleted")
 CACHE_JOBS = 100_000  # about 40 MB of rows
 
 
@@ -127,7 +128,7 @@ class _Batch:
             if handler is not None:
                 handler(self, event, nid, workflow_id)
         self._write()
-        return [w for w in self.dirty_workflows if self.workflows[w].status in FINAL]
+        return [w for w in self.dirty_workflows if self.workflows[w].status in WORKFLOW_FINAL]
 
     # --- 1. load ---------------------------------------------------------------------
 
@@ -200,7 +201,7 @@ class _Batch:
 
     def _summarise(self, workflow: WorkflowRow) -> None:
         steps = sorted(self.steps.get(workflow.workflow_id, {}).values(), key=lambda s: s.step_order)
-        done = sum(1 for s in steps if s.status in ("completed", "skipped"))
+        done = sum(1 for s in steps if s.status in STEP_DONE)
         workflow.steps_done = done
         workflow.current_steps = dumps([s.step_id for s in steps if s.status == "processing"])
         workflow.progress = round(100.0 * done / len(steps), 1) if steps else 0.0
@@ -300,27 +301,15 @@ class _Batch:
             job.worker = e.worker or job.worker
             job.execution_duration = e.execution_duration
 
-    def _failed(self, e: Any, wid: str, status: str, message: str, kind: str | None) -> JobRow | None:
+    def failed(self, e: JobEnding, nid: int, wid: str) -> None:
         if found := self._job_event(e, wid):
             job, at = found
-            self._set_job(job, status, at)
-            job.error, job.error_kind, job.ended_at = message, kind, at
-            return job
-        return None
-
-    def errored(self, e: ev.JobErrored, nid: int, wid: str) -> None:
-        if job := self._failed(e, wid, "error", e.message, e.kind):
-            job.worker = e.worker or job.worker
-            job.execution_duration = e.execution_duration
-
-    def timed_out(self, e: ev.JobTimedOut, nid: int, wid: str) -> None:
-        self._failed(e, wid, "error", f"no response within {e.timeout_s:g}s", "timeout")
-
-    def unroutable(self, e: ev.JobUnroutable, nid: int, wid: str) -> None:
-        self._failed(e, wid, "unroutable", f"no queue serves job type {e.job_type!r}", "unroutable")
-
-    def stopped(self, e: ev.JobStopped, nid: int, wid: str) -> None:
-        self._failed(e, wid, "stopped", e.reason or "stopped", "stopped")
+            failure = job_failure(e)
+            self._set_job(job, failure.status, at)
+            job.error, job.error_kind, job.ended_at = failure.error, failure.kind, at
+            if isinstance(e, ev.JobErrored):
+                job.worker = e.worker or job.worker
+                job.execution_duration = e.execution_duration
 
     def retry_requested(self, e: ev.JobRetryRequested, nid: int, wid: str) -> None:
         if found := self._job_event(e, wid):
@@ -372,25 +361,20 @@ class _Batch:
     def failed_workflow(self, e: ev.WorkflowFailed, nid: int, wid: str) -> None:
         self._status(e, wid, "error", e.reason, ended=True)
 
-    def stopped_workflow(self, e: ev.WorkflowStopped, nid: int, wid: str) -> None:
-        self._halt(e, wid, "stopped", e.reason or "stopped by operator")
-
-    def deleted_workflow(self, e: ev.WorkflowDeleted, nid: int, wid: str) -> None:
-        self._halt(e, wid, "deleted", "deleted")
-
-    def _halt(self, e: ev.Event, wid: str, status: str, reason: str) -> None:
+    def halted(self, e: Halt, nid: int, wid: str) -> None:
         touched = self._touch(e, wid)
         if touched is None:
             return
         workflow, at = touched
+        status, reason = halt(e)
         workflow.status, workflow.reason = status, reason
         workflow.ended_at = workflow.ended_at or at
         for job in self.jobs_of.get(workflow.workflow_id, ()):
-            if job.status in HALTABLE:
+            if job.status in JOB_HALTABLE:
                 self._set_job(job, "stopped", at)
                 job.error, job.ended_at = reason, at
         for step in self.steps[workflow.workflow_id].values():
-            if step.status in ("waiting", "processing"):
+            if step.status in STEP_OPEN:
                 self._set_step(workflow.workflow_id, step.step_id, "stopped", at, step.reason)
 
 
@@ -399,10 +383,10 @@ _HANDLERS: dict[type[ev.Event], Callable[[_Batch, Any, int, str], None]] = {
     ev.JobSubmitted: _Batch.submitted,
     ev.JobProgressed: _Batch.progressed,
     ev.JobCompleted: _Batch.completed,
-    ev.JobErrored: _Batch.errored,
-    ev.JobTimedOut: _Batch.timed_out,
-    ev.JobUnroutable: _Batch.unroutable,
-    ev.JobStopped: _Batch.stopped,
+    ev.JobErrored: _Batch.failed,
+    ev.JobTimedOut: _Batch.failed,
+    ev.JobUnroutable: _Batch.failed,
+    ev.JobStopped: _Batch.failed,
     ev.JobRetryRequested: _Batch.retry_requested,
     ev.JobRetryScheduled: _Batch.retry_scheduled,
     ev.StepCompleted: _Batch.step_completed,
@@ -412,6 +396,6 @@ _HANDLERS: dict[type[ev.Event], Callable[[_Batch, Any, int, str], None]] = {
     ev.WorkflowResumed: _Batch.resumed,
     ev.WorkflowCompleted: _Batch.completed_workflow,
     ev.WorkflowFailed: _Batch.failed_workflow,
-    ev.WorkflowStopped: _Batch.stopped_workflow,
-    ev.WorkflowDeleted: _Batch.deleted_workflow,
+    ev.WorkflowStopped: _Batch.halted,
+    ev.WorkflowDeleted: _Batch.halted,
 }
