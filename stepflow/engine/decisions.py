@@ -110,15 +110,26 @@ def _retries(state: WorkflowState, emit: Emit) -> None:
         _submit(state, state.definition.step(job.step_id), job.index, attempt, job.parameters, emit, delay)
 
 
-def _scope(state: WorkflowState, item: Any = None, with_item: bool = False) -> dict[str, Any]:
+_UNBOUND: Any = object()  # a fan-out item may itself be None
+
+
+def template_scope(state: WorkflowState, *, item: Any = _UNBOUND, run: bool = False) -> dict[str, Any]:
+    """What templates read: start parameters and completed steps' outputs, plus `{item}` for
+    a fan-out job and `{run.X}` (see `validation.RUN_FIELDS`) for a hook.
+
+    The one place the scope is built, so a step and a hook read the same names the same way.
+    """
     scope: dict[str, Any] = {
         "workflow": state.parameters,
         "steps": {
             s.step_id: {"outputs": s.outputs} for s in state.steps.values() if s.status == "completed"
         },
     }
-    if with_item:
+    if item is not _UNBOUND:
         scope["item"] = item
+    if run:
+        scope["run"] = {"id": str(state.id), "status": state.status, "reason": state.reason or "",
+                        "definition": state.definition.identifier, "version": state.definition.version}
     return scope
 
 
@@ -126,16 +137,17 @@ def _maybe_start(state: WorkflowState, step: StepDefinition, step_state: StepSta
     if not all(state.steps[p].status in STEP_DONE for p in step.parents):
         return
     try:
-        if step.condition is not None and not truth(step.condition, _scope(state)):
+        scope = template_scope(state)
+        if step.condition is not None and not truth(step.condition, scope):
             emit(ev.StepSkipped, step_id=step.id, reason=f"condition {step.condition!r} is false")
             return
         if step.fan_out is None:
-            jobs = [render(step.job_parameters, _scope(state))]
+            jobs = [render(step.job_parameters, scope)]
         else:
-            items = render(step.fan_out, _scope(state))
+            items = render(step.fan_out, scope)
             if not isinstance(items, list):
                 raise TemplateError(f"fan_out {step.fan_out!r} gave {type(items).__name__}, not a list")
-            jobs = [render(step.job_parameters, _scope(state, item, True)) for item in items]
+            jobs = [render(step.job_parameters, template_scope(state, item=item)) for item in items]
     except TemplateError as error:
         emit(ev.StepFailed, step_id=step.id, reason=str(error))
         return
