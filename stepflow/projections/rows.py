@@ -1,8 +1,8 @@
 """Rows of the workflow, step and job views: one mutable Struct per table, in column order.
 
 Times are seconds since the epoch (UTC) in REAL / DOUBLE PRECISION columns: sortable, one
-type on both databases, cheap to write. JSON columns hold small lists and maps. The query
-module turns these rows into the frozen result Structs callers see.
+type on both databases, cheap to write. JSON columns hold small lists and maps.
+`stepflow.projections.results` turns these rows into the frozen Structs callers see.
 """
 
 from __future__ import annotations
