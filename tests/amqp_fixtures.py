@@ -305,7 +305,7 @@ def wait_final(engine: Any, workflow_id: uuid.UUID, timeout: float = 30.0, *,
                context: Callable[[], str] | None = None) -> Any:
     """Poll a workflow's state (from another process's store) until it ended; on time-out,
     fail with the jobs' statuses and `context()` (e.g. the processes' logs)."""
-    from stepflow.engine.state import WORKFLOW_FINAL
+    from stepflow.engine.statuses import WORKFLOW_FINAL
 
     deadline = time.monotonic() + timeout
     while True:

@@ -1,6 +1,6 @@
 """The backend: broker messages in as events, job orders out from events.
 
-Three loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-process):
+Four loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-process):
 
 - inbox: take a batch of deliveries, translate each to a command (quarantining what is
   malformed), run the whole batch as one `engine.execute` (one transaction), and only then
@@ -140,13 +140,6 @@ class Backend:
             asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
         ]
         log.info("backend_started", outbox_position=self._outbox.position)
-
-    async def run_forever(self) -> None:
-        await self.start()
-        try:
-            await asyncio.gather(*self._tasks)
-        finally:
-            await self.stop()
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -38,12 +38,6 @@ MAX_BODY_BYTES = 1_048_576  # larger inbound bodies go to quarantine undecoded
 
 _T = TypeVar("_T")
 
-ParameterKind = Literal[
-    "string", "integer", "number", "boolean", "array_of_strings", "array_of_integers",
-    "object", "template", "requirements", "null",
-]
-
-
 class Parameter(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     type: str = "string"

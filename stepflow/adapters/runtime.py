@@ -23,7 +23,8 @@ from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.ports import BackendBroker, WorkerBroker
-from stepflow.engine.state import WORKFLOW_FINAL, WorkflowState
+from stepflow.engine.state import WorkflowState
+from stepflow.engine.statuses import WORKFLOW_FINAL
 
 StateListener = Callable[[WorkflowState], None]
 WORKER_STOP_S = 5.0

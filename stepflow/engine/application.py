@@ -1,7 +1,7 @@
 """The engine's application service: load a Workflow, run a command, save, on `eventsourcing`.
 
 Thin on purpose: the rules live in the aggregate and `decide`. What this adds:
-- msgspec storage (`MsgspecMapper`) and snapshots every `SNAPSHOT_INTERVAL` events;
+- msgspec storage (`MsgspecMapper`) and a snapshot every 1,000 events (`snapshotting_intervals`);
 - `execute(commands)`: many commands, one transaction. The adapters feed it a batch of broker
   messages and ack them all once it returns, which is how one backend keeps up with the
   broker. An optimistic-concurrency conflict (another backend wrote the same workflow)
@@ -20,7 +20,6 @@ import time
 import uuid
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from functools import singledispatchmethod
 from typing import Any, ClassVar
 from uuid import UUID
 
@@ -30,11 +29,11 @@ from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, Reco
 
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.mapper import MsgspecMapper
+from stepflow.engine.model import WorkflowDefinition
 from stepflow.engine.snapshots import WorkflowSnapshot
 from stepflow.engine.state import WorkflowState
-from stepflow.engine.workflow import Ignored, Rejected, Workflow, project_workflow
+from stepflow.engine.workflow import Rejected, Workflow, project_workflow
 
 log = structlog.get_logger("stepflow.engine")
 
@@ -132,7 +131,7 @@ class WorkflowEngine(Application[UUID]):
                 workflow = self.load(command.workflow_id)
                 touched[command.workflow_id] = workflow
                 loaded[command.workflow_id] = workflow.version
-            ignored = self._dispatch(command, workflow, utcnow())
+            ignored = workflow.handle(command, utcnow())
         except Rejected as error:
             # A cached aggregate may be behind the store (another backend wrote this workflow):
             # a write would fail the version check, but a rejection writes nothing, so check
@@ -143,58 +142,6 @@ class WorkflowEngine(Application[UUID]):
         except AggregateNotFoundError:
             return cmd.Outcome(rejected=f"unknown workflow {command.workflow_id}", kind="unknown")
         return cmd.Outcome(ignored=ignored) if ignored else cmd.OK
-
-    @singledispatchmethod
-    def _dispatch(self, command: cmd.Command, workflow: Workflow, now: datetime) -> Ignored | None:
-        raise TypeError(f"unknown command {type(command).__name__}")
-
-    @_dispatch.register
-    def _(self, c: cmd.RecordProgress, w: Workflow, now: datetime) -> Ignored | None:
-        return w.record_progress(c.job_id, c.progression, now=now, cause=c.cause, message=c.message,
-                                 worker=c.worker, digest=c.digest)
-
-    @_dispatch.register
-    def _(self, c: cmd.RecordCompleted, w: Workflow, now: datetime) -> Ignored | None:
-        return w.record_completed(c.job_id, now=now, cause=c.cause, outputs=c.outputs,
-                                  destination_paths=c.destination_paths,
-                                  execution_duration=c.execution_duration, worker=c.worker, digest=c.digest)
-
-    @_dispatch.register
-    def _(self, c: cmd.RecordError, w: Workflow, now: datetime) -> Ignored | None:
-        return w.record_error(c.job_id, c.message, now=now, cause=c.cause, kind=c.kind,
-                              execution_duration=c.execution_duration, worker=c.worker, digest=c.digest)
-
-    @_dispatch.register
-    def _(self, c: cmd.RecordStopped, w: Workflow, now: datetime) -> Ignored | None:
-        return w.record_stopped(c.job_id, now=now, cause=c.cause, reason=c.reason, digest=c.digest)
-
-    @_dispatch.register
-    def _(self, c: cmd.RecordUnroutable, w: Workflow, now: datetime) -> Ignored | None:
-        return w.record_unroutable(c.job_id, c.job_type, now=now, cause=c.cause, digest=c.digest)
-
-    @_dispatch.register
-    def _(self, c: cmd.RecordTimeout, w: Workflow, now: datetime) -> Ignored | None:
-        return w.record_timeout(c.job_id, now=now, cause=c.cause)
-
-    @_dispatch.register
-    def _(self, c: cmd.RetryJob, w: Workflow, now: datetime) -> None:
-        w.retry_job(c.job_id, now=now, actor=c.actor, cause=c.cause)
-
-    @_dispatch.register
-    def _(self, c: cmd.PauseWorkflow, w: Workflow, now: datetime) -> None:
-        w.pause(now=now, actor=c.actor, cause=c.cause)
-
-    @_dispatch.register
-    def _(self, c: cmd.ResumeWorkflow, w: Workflow, now: datetime) -> None:
-        w.resume(now=now, actor=c.actor, cause=c.cause)
-
-    @_dispatch.register
-    def _(self, c: cmd.StopWorkflow, w: Workflow, now: datetime) -> None:
-        w.stop(now=now, reason=c.reason, actor=c.actor, cause=c.cause)
-
-    @_dispatch.register
-    def _(self, c: cmd.DeleteWorkflow, w: Workflow, now: datetime) -> None:
-        w.delete(now=now, actor=c.actor, cause=c.cause)
 
     def record_quarantined(self, messages: Sequence[cmd.Quarantine]) -> list[bool]:
         """Record each quarantined message once; True where this call recorded it.

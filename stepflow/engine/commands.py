@@ -6,7 +6,7 @@ which the aggregate uses to recognise a redelivery.
 
 from __future__ import annotations
 
-from typing import Any, Union
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -74,21 +74,6 @@ class StopWorkflow(Command, frozen=True, kw_only=True):
 
 class DeleteWorkflow(Command, frozen=True, kw_only=True):
     pass
-
-
-AnyCommand = Union[
-    RecordProgress,
-    RecordCompleted,
-    RecordError,
-    RecordStopped,
-    RecordUnroutable,
-    RecordTimeout,
-    RetryJob,
-    PauseWorkflow,
-    ResumeWorkflow,
-    StopWorkflow,
-    DeleteWorkflow,
-]
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

@@ -23,8 +23,10 @@ from datetime import datetime
 from typing import Any
 
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import StepDefinition
-from stepflow.engine.state import JOB_FAILED, STEP_DONE, JobState, StepState, WorkflowState
+from stepflow.engine.failures import step_failure, workflow_failure
+from stepflow.engine.model import StepDefinition
+from stepflow.engine.state import JobState, StepState, WorkflowState
+from stepflow.engine.statuses import JOB_FAILED, STEP_DONE
 from stepflow.engine.templates import TemplateError, render, truth
 
 MAX_PRIORITY = 9
@@ -63,7 +65,7 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
     failed = [s for s in state.steps.values() if s.status == "error"]
     if failed:
         first = min(failed, key=lambda s: s.order)
-        emit(ev.WorkflowFailed, reason=f"step {first.step_id!r} failed: {first.reason}")
+        emit(ev.WorkflowFailed, reason=workflow_failure(first.step_id, first.reason))
     elif all(s.status in STEP_DONE for s in state.steps.values()):
         emit(ev.WorkflowCompleted)
     return out
@@ -108,15 +110,26 @@ def _retries(state: WorkflowState, emit: Emit) -> None:
         _submit(state, state.definition.step(job.step_id), job.index, attempt, job.parameters, emit, delay)
 
 
-def _scope(state: WorkflowState, item: Any = None, with_item: bool = False) -> dict[str, Any]:
+_UNBOUND: Any = object()  # a fan-out item may itself be None
+
+
+def template_scope(state: WorkflowState, *, item: Any = _UNBOUND, run: bool = False) -> dict[str, Any]:
+    """What templates read: start parameters and completed steps' outputs, plus `{item}` for
+    a fan-out job and `{run.X}` (see `validation.RUN_FIELDS`) for a hook.
+
+    The one place the scope is built, so a step and a hook read the same names the same way.
+    """
     scope: dict[str, Any] = {
         "workflow": state.parameters,
         "steps": {
             s.step_id: {"outputs": s.outputs} for s in state.steps.values() if s.status == "completed"
         },
     }
-    if with_item:
+    if item is not _UNBOUND:
         scope["item"] = item
+    if run:
+        scope["run"] = {"id": str(state.id), "status": state.status, "reason": state.reason or "",
+                        "definition": state.definition.identifier, "version": state.definition.version}
     return scope
 
 
@@ -124,16 +137,17 @@ def _maybe_start(state: WorkflowState, step: StepDefinition, step_state: StepSta
     if not all(state.steps[p].status in STEP_DONE for p in step.parents):
         return
     try:
-        if step.condition is not None and not truth(step.condition, _scope(state)):
+        scope = template_scope(state)
+        if step.condition is not None and not truth(step.condition, scope):
             emit(ev.StepSkipped, step_id=step.id, reason=f"condition {step.condition!r} is false")
             return
         if step.fan_out is None:
-            jobs = [render(step.job_parameters, _scope(state))]
+            jobs = [render(step.job_parameters, scope)]
         else:
-            items = render(step.fan_out, _scope(state))
+            items = render(step.fan_out, scope)
             if not isinstance(items, list):
                 raise TemplateError(f"fan_out {step.fan_out!r} gave {type(items).__name__}, not a list")
-            jobs = [render(step.job_parameters, _scope(state, item, True)) for item in items]
+            jobs = [render(step.job_parameters, template_scope(state, item=item)) for item in items]
     except TemplateError as error:
         emit(ev.StepFailed, step_id=step.id, reason=str(error))
         return
@@ -172,7 +186,8 @@ def _maybe_finish(state: WorkflowState, step: StepDefinition, step_state: StepSt
     jobs = state.current_jobs(step.id)
     failed = [job for job in jobs if job.status in JOB_FAILED and not retryable(state, job)]
     if failed and not step.allow_failure:
-        emit(ev.StepFailed, step_id=step.id, reason=f"job {failed[0].job_id} {failed[0].status}: {failed[0].error}")
+        first = failed[0]
+        emit(ev.StepFailed, step_id=step.id, reason=step_failure(first.job_id, first.status, first.error))
         return
     finished = [job for job in jobs if job.status == "completed"]
     if len(finished) + len(failed) < len(jobs):

@@ -10,24 +10,22 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from functools import singledispatch
-from typing import Any, Literal
+from typing import Any
 from uuid import UUID
 
 import msgspec
 
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import WorkflowDefinition, topological_order
-
-JobStatus = Literal[
-    "queued", "processing", "completed", "error", "retrying", "retry_requested", "stopped", "unroutable"
-]
-StepStatus = Literal["waiting", "processing", "completed", "error", "skipped", "stopped"]
-WorkflowStatus = Literal["running", "paused", "completed", "error", "stopped", "deleted"]
-
-JOB_ACTIVE: frozenset[str] = frozenset({"queued", "processing"})
-JOB_FAILED: frozenset[str] = frozenset({"error", "stopped", "unroutable"})
-STEP_DONE: frozenset[str] = frozenset({"completed", "skipped"})
-WORKFLOW_FINAL: frozenset[str] = frozenset({"completed", "error", "stopped", "deleted"})
+from stepflow.engine.failures import Halt, JobEnding, halt, job_failure
+from stepflow.engine.graph import topological_order
+from stepflow.engine.model import WorkflowDefinition
+from stepflow.engine.statuses import (
+    JOB_HALTABLE,
+    STEP_OPEN,
+    JobStatus,
+    StepStatus,
+    WorkflowStatus,
+)
 
 
 class JobState(msgspec.Struct, kw_only=True):
@@ -172,39 +170,17 @@ def _(event: ev.JobCompleted, state: WorkflowState) -> None:
     job.execution_duration = event.execution_duration
 
 
-@_apply.register
-def _(event: ev.JobErrored, state: WorkflowState) -> None:
-    _fail_job(state, event.job_id, event.timestamp, "error", event.message, event.kind)
+@_apply.register(ev.JobErrored)
+@_apply.register(ev.JobTimedOut)
+@_apply.register(ev.JobUnroutable)
+@_apply.register(ev.JobStopped)
+def _(event: JobEnding, state: WorkflowState) -> None:
     job = state.jobs[event.job_id]
-    job.worker = event.worker or job.worker
-    job.execution_duration = event.execution_duration
-
-
-@_apply.register
-def _(event: ev.JobTimedOut, state: WorkflowState) -> None:
-    message = f"no response within {event.timeout_s:g}s"
-    _fail_job(state, event.job_id, event.timestamp, "error", message, "timeout")
-
-
-@_apply.register
-def _(event: ev.JobUnroutable, state: WorkflowState) -> None:
-    message = f"no queue serves job type {event.job_type!r}"
-    _fail_job(state, event.job_id, event.timestamp, "unroutable", message, "unroutable")
-
-
-@_apply.register
-def _(event: ev.JobStopped, state: WorkflowState) -> None:
-    _fail_job(state, event.job_id, event.timestamp, "stopped", event.reason or "stopped", "stopped")
-
-
-def _fail_job(
-    state: WorkflowState, job_id: str, at: datetime, status: JobStatus, message: str, kind: str | None
-) -> None:
-    job = state.jobs[job_id]
-    job.status = status
-    job.error = message
-    job.error_kind = kind
-    job.ended_at = job.last_activity = at
+    job.status, job.error, job.error_kind = job_failure(event)
+    job.ended_at = job.last_activity = event.timestamp
+    if isinstance(event, ev.JobErrored):
+        job.worker = event.worker or job.worker
+        job.execution_duration = event.execution_duration
 
 
 @_apply.register
@@ -261,27 +237,19 @@ def _(event: ev.WorkflowResumed, state: WorkflowState) -> None:
     state.status = "running"
 
 
-@_apply.register
-def _(event: ev.WorkflowStopped, state: WorkflowState) -> None:
-    _halt(state, event.timestamp, "stopped", event.reason or "stopped by operator")
-
-
-@_apply.register
-def _(event: ev.WorkflowDeleted, state: WorkflowState) -> None:
-    _halt(state, event.timestamp, "deleted", "deleted")
-
-
-def _halt(state: WorkflowState, at: datetime, status: WorkflowStatus, reason: str) -> None:
-    state.status = status
-    state.reason = reason
+@_apply.register(ev.WorkflowStopped)
+@_apply.register(ev.WorkflowDeleted)
+def _(event: Halt, state: WorkflowState) -> None:
+    at = event.timestamp
+    state.status, state.reason = halt(event)
     state.ended_at = state.ended_at or at
     for job in state.jobs.values():
-        if job.status in JOB_ACTIVE or job.status == "retry_requested":
+        if job.status in JOB_HALTABLE:
             job.status = "stopped"
-            job.error = reason
+            job.error = state.reason
             job.ended_at = at
     for step in state.steps.values():
-        if step.status in ("waiting", "processing"):
+        if step.status in STEP_OPEN:
             step.status = "stopped"
 
 

@@ -5,21 +5,28 @@ A command either records its fact (and the decisions that follow from it), recor
 `Rejected` with a reason the adapter can quarantine. It never does I/O.
 
 The class satisfies what `eventsourcing` asks of an aggregate: `id`, `version` and
-`collect_events()`; the repository rebuilds it with `project_workflow`.
+`collect_events()`; the repository rebuilds it with `project_workflow`. Commands arrive as
+methods (tests, benchmarks) or as data (`handle`, for the batches the application runs); both
+stay in this one class, a little over 300 lines, so every rule of a command is read in one
+place.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from functools import singledispatchmethod
 from typing import Any, Literal
 from uuid import UUID
 
+from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.decisions import decide
-from stepflow.engine.definitions import WorkflowDefinition, resolve_parameters
+from stepflow.engine.model import WorkflowDefinition
+from stepflow.engine.parameters import resolve_parameters
 from stepflow.engine.snapshots import WorkflowSnapshot
-from stepflow.engine.state import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL, WorkflowState, evolve
+from stepflow.engine.state import WorkflowState, evolve
+from stepflow.engine.statuses import JOB_ACTIVE, JOB_FAILED, WORKFLOW_FINAL
 
 Ignored = Literal["duplicate", "late", "late_progress"]  # recorded nothing new, on purpose
 
@@ -186,6 +193,61 @@ class Workflow:
         if self._seen(cause) or self.state.status == "deleted":
             return
         self._record(ev.WorkflowDeleted, now, cause, actor, jobs=tuple(self.active_jobs()))
+
+    # --- commands as data: what `WorkflowEngine.execute` runs ------------------------------
+
+    @singledispatchmethod
+    def handle(self, command: cmd.Command, now: datetime) -> Ignored | None:
+        """Run one command with the method above that it names; what it ignored, if anything."""
+        raise TypeError(f"unknown command {type(command).__name__}")
+
+    @handle.register
+    def _(self, c: cmd.RecordProgress, now: datetime) -> Ignored | None:
+        return self.record_progress(c.job_id, c.progression, now=now, cause=c.cause, message=c.message,
+                                    worker=c.worker, digest=c.digest)
+
+    @handle.register
+    def _(self, c: cmd.RecordCompleted, now: datetime) -> Ignored | None:
+        return self.record_completed(c.job_id, now=now, cause=c.cause, outputs=c.outputs,
+                                     destination_paths=c.destination_paths,
+                                     execution_duration=c.execution_duration, worker=c.worker, digest=c.digest)
+
+    @handle.register
+    def _(self, c: cmd.RecordError, now: datetime) -> Ignored | None:
+        return self.record_error(c.job_id, c.message, now=now, cause=c.cause, kind=c.kind,
+                                 execution_duration=c.execution_duration, worker=c.worker, digest=c.digest)
+
+    @handle.register
+    def _(self, c: cmd.RecordStopped, now: datetime) -> Ignored | None:
+        return self.record_stopped(c.job_id, now=now, cause=c.cause, reason=c.reason, digest=c.digest)
+
+    @handle.register
+    def _(self, c: cmd.RecordUnroutable, now: datetime) -> Ignored | None:
+        return self.record_unroutable(c.job_id, c.job_type, now=now, cause=c.cause, digest=c.digest)
+
+    @handle.register
+    def _(self, c: cmd.RecordTimeout, now: datetime) -> Ignored | None:
+        return self.record_timeout(c.job_id, now=now, cause=c.cause)
+
+    @handle.register
+    def _(self, c: cmd.RetryJob, now: datetime) -> None:
+        self.retry_job(c.job_id, now=now, actor=c.actor, cause=c.cause)
+
+    @handle.register
+    def _(self, c: cmd.PauseWorkflow, now: datetime) -> None:
+        self.pause(now=now, actor=c.actor, cause=c.cause)
+
+    @handle.register
+    def _(self, c: cmd.ResumeWorkflow, now: datetime) -> None:
+        self.resume(now=now, actor=c.actor, cause=c.cause)
+
+    @handle.register
+    def _(self, c: cmd.StopWorkflow, now: datetime) -> None:
+        self.stop(now=now, reason=c.reason, actor=c.actor, cause=c.cause)
+
+    @handle.register
+    def _(self, c: cmd.DeleteWorkflow, now: datetime) -> None:
+        self.delete(now=now, actor=c.actor, cause=c.cause)
 
     # --- mechanics ---------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from uuid import UUID
 import msgspec
 
 from stepflow.engine import events as ev
+from stepflow.engine.failures import halt, job_failure
 from stepflow.projections.log import log_reader
 
 DETAIL_WIDTH = 100
@@ -84,16 +85,16 @@ def describe(event: ev.Event) -> str:
         case ev.JobErrored():
             kind = f"{e.kind}: " if e.kind else ""
             return f"{kind}{e.message} {_by(e.worker)}".strip()
-        case ev.JobUnroutable():
-            return f"no queue serves {e.job_type!r}"
-        case ev.JobTimedOut():
-            return f"no response within {e.timeout_s:g}s"
+        case ev.JobUnroutable() | ev.JobTimedOut() | ev.JobStopped():
+            return job_failure(e).error
+        case ev.WorkflowStopped():
+            return halt(e)[1]
         case ev.JobRetryScheduled():
             return f"attempt {e.attempt} as {e.next_job_id[:8]} in {e.delay_s:g}s"
         case ev.StepCompleted():
             allowed = f"{e.failed_jobs} failed job(s) allowed " if e.failed_jobs else ""
             return f"{allowed}{'outputs ' + ', '.join(e.outputs) if e.outputs else ''}".strip()
-        case ev.JobStopped() | ev.StepSkipped() | ev.StepFailed() | ev.WorkflowStopped() | ev.WorkflowFailed():
+        case ev.StepSkipped() | ev.StepFailed() | ev.WorkflowFailed():
             return str(e.reason)
     return ""
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -24,27 +24,16 @@ from stepflow.projections.models import (
     JobInfo,
     JobPage,
     JobTypeStats,
-    StepInfo,
     WorkerInfo,
     WorkflowDetail,
     WorkflowPage,
-    WorkflowSummary,
 )
-from stepflow.projections.rows import (
-    JOB_COUNT_FIELD,
-    JOBS,
-    STEPS,
-    WORKFLOWS,
-    JobRow,
-    StepRow,
-    WorkflowRow,
-)
+from stepflow.projections.results import dt, job_info, step_info, summary
+from stepflow.projections.rows import JOBS, STEPS, WORKFLOWS, JobRow, StepRow, WorkflowRow
 from stepflow.projections.store import ViewStore
 from stepflow.projections.workers import GONE_AFTER_S, WORKERS, WorkerRow
 
 DEFAULT_TIMEOUT = 10.0
-_decode_list = msgspec.json.Decoder(tuple[str, ...])
-_decode_object = msgspec.json.Decoder(dict[str, Any])
 _decode_histogram = msgspec.json.Decoder(dict[int, int])
 
 
@@ -63,10 +52,6 @@ def wait_for_views(store: ViewStore, views: Sequence[str], notification_id: int 
         raise NotCaughtUp(f"views {positions} did not reach notification {notification_id} in {timeout:g}s")
 
 
-def _dt(value: float | None) -> datetime | None:
-    return None if value is None else datetime.fromtimestamp(value, timezone.utc)
-
-
 def _cursor(cursor: str | None) -> int | None:
     if cursor is None:
         return None
@@ -82,19 +67,6 @@ def _in(column: str, values: str | Sequence[str]) -> tuple[str, list[str]]:
 
 
 # --- workflows ------------------------------------------------------------------------
-
-
-def summary(row: WorkflowRow) -> WorkflowSummary:
-    return WorkflowSummary(
-        workflow_id=row.workflow_id, definition=row.definition, definition_version=row.definition_version,
-        title=row.title, status=row.status, labels=_decode_list.decode(row.labels),
-        tags=_decode_list.decode(row.tags), parameters=_decode_object.decode(row.parameters),
-        steps_total=row.steps_total, steps_done=row.steps_done,
-        current_steps=_decode_list.decode(row.current_steps), progress=row.progress,
-        started_at=_dt(row.started_at), ended_at=_dt(row.ended_at), updated_at=_dt(row.updated_at),  # type: ignore[arg-type]
-        duration_s=None if row.ended_at is None else row.ended_at - row.started_at,
-        version=row.version, started_by=row.started_by, reason=row.reason, seq=row.seq,
-    )
 
 
 def list_workflows(
@@ -142,32 +114,6 @@ def list_workflows(
     items = tuple(summary(WorkflowRow(*row)) for row in rows[:limit])
     more = len(rows) > limit
     return WorkflowPage(items=items, next_cursor=str(items[-1].seq) if more and items else None)
-
-
-def step_info(row: StepRow) -> StepInfo:
-    counts = {status: getattr(row, name) for status, name in JOB_COUNT_FIELD.items() if getattr(row, name)}
-    return StepInfo(
-        workflow_id=row.workflow_id, step_id=row.step_id, order=row.step_order, job_type=row.job_type,
-        status=row.status, reason=row.reason, jobs_total=row.jobs_total, job_counts=counts,
-        started_at=_dt(row.started_at), ended_at=_dt(row.ended_at),
-    )
-
-
-def job_info(row: JobRow) -> JobInfo:
-    begun = row.started_at if row.started_at is not None else row.not_before
-    duration = row.execution_duration
-    if duration is None and row.ended_at is not None:
-        duration = max(0.0, row.ended_at - begun)
-    return JobInfo(
-        job_id=row.job_id, workflow_id=row.workflow_id, step_id=row.step_id, index=row.idx,
-        attempt=row.attempt, job_type=row.job_type, status=row.status, priority=row.priority,
-        submitted_at=_dt(row.submitted_at), not_before=_dt(row.not_before),  # type: ignore[arg-type]
-        started_at=_dt(row.started_at), ended_at=_dt(row.ended_at), updated_at=_dt(row.updated_at),  # type: ignore[arg-type]
-        progression=row.progression, message=row.message, worker=row.worker, error=row.error,
-        error_kind=row.error_kind, execution_duration=row.execution_duration, duration_s=duration,
-        wait_s=None if row.started_at is None else max(0.0, row.started_at - row.not_before),
-        next_job_id=row.next_job_id, seq=row.seq,
-    )
 
 
 def get_workflow(store: ViewStore, workflow_id: Any, *, wait_for: int | None = None,
@@ -270,8 +216,8 @@ def list_workers(store: ViewStore, *, now: datetime | None = None, gone_after_s:
         out.append(WorkerInfo(
             instance_id=row.instance_id, job_type=row.job_type, label=row.label, description=row.description,
             version=row.version, sdk_version=row.sdk_version, direct_queue=row.direct_queue, status=status,
-            activity=row.activity, current_job=row.current_job, first_seen=_dt(row.first_seen),  # type: ignore[arg-type]
-            last_seen=_dt(row.last_seen), terminated_at=_dt(row.terminated_at),  # type: ignore[arg-type]
+            activity=row.activity, current_job=row.current_job, first_seen=dt(row.first_seen),  # type: ignore[arg-type]
+            last_seen=dt(row.last_seen), terminated_at=dt(row.terminated_at),  # type: ignore[arg-type]
         ))
     return out
 

@@ -1,14 +1,15 @@
 """Rows of the workflow, step and job views: one mutable Struct per table, in column order.
 
 Times are seconds since the epoch (UTC) in REAL / DOUBLE PRECISION columns: sortable, one
-type on both databases, cheap to write. JSON columns hold small lists and maps. The query
-module turns these rows into the frozen result Structs callers see.
+type on both databases, cheap to write. JSON columns hold small lists and maps.
+`stepflow.projections.results` turns these rows into the frozen Structs callers see.
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from stepflow.engine.statuses import JOB_STATUSES
 from stepflow.projections.store import Table
 
 
@@ -79,11 +80,7 @@ class JobRow(msgspec.Struct, gc=False):
     next_job_id: str | None
 
 
-JOB_COUNT_FIELD = {
-    status: f"n_{status}"
-    for status in ("queued", "processing", "completed", "error", "retrying", "retry_requested",
-                   "stopped", "unroutable")
-}
+JOB_COUNT_FIELD: dict[str, str] = {status: f"n_{status}" for status in JOB_STATUSES}  # StepRow counters
 
 
 def _columns(struct: type[msgspec.Struct], kinds: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -15,7 +15,7 @@ said it terminated is `terminated`. `prune()` deletes rows long gone.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import msgspec
 
@@ -124,4 +124,4 @@ class WorkersView:
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)

@@ -11,11 +11,12 @@ compares); what the views add is timing (step start/end, job update times) and c
 A batch is applied in three moves, which is what makes a rebuild fast:
 1. collect the keys the batch touches that it does not create, and load those rows
    (`IN (...)` lookups, plus the active jobs of workflows being stopped or deleted);
-2. apply every event to the rows in memory, one small handler per event type;
+2. apply every event to the rows in memory, one small handler per event type
+   (`workflow_handlers`; moves 1 and 3 and the shared row changes are `workflow_batch`);
 3. write the changed rows back with one `executemany` upsert per table.
 The result does not depend on how the log is cut into batches (tested: batch sizes 1..N).
 
-Rows stay cached between batches (`_Cache`), which spares step 1 for workflows in progress.
+Rows stay cached between batches (`RowCache`), which spares step 1 for workflows in progress.
 The cache is only used while the view is at the position this projection committed last:
 the projection is a deterministic function of the log, so rows at that position are the same
 whoever wrote them, and any other writer would have moved the position. A failed batch, a
@@ -24,60 +25,16 @@ moved position or an oversized cache empties it; a finished workflow leaves it.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, ClassVar
-
-import msgspec
+from collections.abc import Sequence
+from typing import ClassVar
 
 from stepflow.engine import events as ev
-from stepflow.engine.definitions import topological_order
-from stepflow.projections.rows import (
-    JOB_COUNT_FIELD,
-    JOBS,
-    LABELS,
-    STEPS,
-    WORKFLOWS,
-    JobRow,
-    StepRow,
-    WorkflowRow,
-)
-from stepflow.projections.store import Table, Tx, fetch_in
+from stepflow.projections.rows import JOBS, LABELS, STEPS, WORKFLOWS
+from stepflow.projections.store import Table, Tx
+from stepflow.projections.workflow_batch import RowBatch, RowCache
+from stepflow.projections.workflow_handlers import HANDLERS
 
-_json = msgspec.json.Encoder()
-ACTIVE = ("queued", "processing")
-HALTABLE = ("queued", "processing", "retry_requested")
-JOB_REFERENCES = (ev.JobProgressed, ev.JobCompleted, ev.JobErrored, ev.JobUnroutable, ev.JobTimedOut,
-                  ev.JobStopped, ev.JobRetryRequested, ev.JobRetryScheduled)
-
-
-def dumps(value: Any) -> str:
-    return _json.encode(value).decode()
-
-
-FINAL = ("completed", "error", "stopped", "deleted")
 CACHE_JOBS = 100_000  # about 40 MB of rows
-
-
-class _Cache:
-    """Rows as of `position`: every step of a cached workflow, some of its jobs."""
-
-    def __init__(self) -> None:
-        self.position: int | None = None
-        self.workflows: dict[str, WorkflowRow] = {}
-        self.steps: dict[str, dict[str, StepRow]] = {}  # workflow id -> step id -> row
-        self.jobs: dict[str, JobRow] = {}
-        self.jobs_of: dict[str, list[JobRow]] = {}  # workflow id -> its cached jobs
-
-    def clear(self) -> None:
-        self.position = None
-        for rows in (self.workflows, self.steps, self.jobs, self.jobs_of):
-            rows.clear()
-
-    def evict(self, workflow_id: str) -> None:
-        self.workflows.pop(workflow_id, None)
-        self.steps.pop(workflow_id, None)
-        for job in self.jobs_of.pop(workflow_id, ()):
-            self.jobs.pop(job.job_id, None)
 
 
 class WorkflowsProjection:
@@ -86,14 +43,22 @@ class WorkflowsProjection:
     tables: ClassVar[tuple[Table, ...]] = (WORKFLOWS, LABELS, STEPS, JOBS)
 
     def __init__(self) -> None:
-        self._cache = _Cache()
+        self._cache = RowCache()
         self._finished: list[str] = []
 
     def apply(self, tx: Tx, batch: Sequence[tuple[int, ev.Event]], position: int | None = None) -> None:
         """Apply a batch; `position` (where the view stands) lets cached rows be used."""
         if position is None or position != self._cache.position:
             self._cache.clear()
-        self._finished = _Batch(tx, self._cache).run(batch)
+        rows = RowBatch(tx, self._cache)
+        ids = rows.load(batch, HANDLERS)
+        handlers = HANDLERS
+        for (nid, event), workflow_id in zip(batch, ids):
+            handler = handlers.get(type(event))
+            if handler is not None:
+                handler(rows, event, nid, workflow_id)
+        rows.write()
+        self._finished = rows.finished()
 
     def committed(self, position: int) -> None:
         cache = self._cache
@@ -105,314 +70,3 @@ class WorkflowsProjection:
 
     def forget(self) -> None:
         self._cache.clear()
-
-
-class _Batch:
-    def __init__(self, tx: Tx, cache: _Cache) -> None:
-        self.tx = tx
-        self.workflows = cache.workflows
-        self.steps = cache.steps
-        self.jobs = cache.jobs
-        self.jobs_of = cache.jobs_of
-        self.labels: list[tuple[str, int, str]] = []
-        self.dirty_workflows: set[str] = set()
-        self.dirty_steps: set[tuple[str, str]] = set()
-        self.dirty_jobs: set[str] = set()
-
-    def run(self, batch: Sequence[tuple[int, ev.Event]]) -> list[str]:
-        """Apply and write the batch; return the workflows it finished."""
-        ids = self._load(batch)
-        handlers = _HANDLERS
-        for (nid, event), workflow_id in zip(batch, ids):
-            handler = handlers.get(type(event))
-            if handler is not None:
-                handler(self, event, nid, workflow_id)
-        self._write()
-        return [w for w in self.dirty_workflows if self.workflows[w].status in FINAL]
-
-    # --- 1. load ---------------------------------------------------------------------
-
-    def _load(self, batch: Sequence[tuple[int, ev.Event]]) -> list[str]:
-        """Read the rows the batch needs and has neither cached nor creates; return its ids."""
-        names: dict[Any, str] = {}
-        ids: list[str] = []
-        started: set[str] = set()
-        workflow_ids: set[str] = set()
-        submitted: set[str] = set()
-        job_ids: set[str] = set()
-        halted: set[str] = set()
-        for _, event in batch:
-            uuid = event.originator_id
-            workflow_id = names.get(uuid)
-            if workflow_id is None:
-                workflow_id = names[uuid] = str(uuid)
-            ids.append(workflow_id)
-            kind = type(event)
-            if kind is ev.WorkflowStarted:
-                started.add(workflow_id)
-                continue
-            if kind is ev.JobSubmitted:
-                submitted.add(event.job_id)  # type: ignore[attr-defined]
-            elif kind in JOB_REFERENCES:
-                job_id = event.job_id  # type: ignore[attr-defined]
-                if job_id not in submitted and job_id not in self.jobs:
-                    job_ids.add(job_id)
-            elif kind is ev.WorkflowStopped or kind is ev.WorkflowDeleted:
-                halted.add(workflow_id)
-            elif kind not in _HANDLERS:
-                continue
-            if workflow_id not in self.workflows:
-                workflow_ids.add(workflow_id)
-        workflow_ids -= started
-        halted -= started
-        if workflow_ids:
-            for row in fetch_in(self.tx, WORKFLOWS.select(), "workflow_id", workflow_ids):
-                self.workflows[row[0]] = WorkflowRow(*row)
-                self.steps[row[0]] = {}
-            for row in fetch_in(self.tx, STEPS.select(), "workflow_id", workflow_ids):
-                step = StepRow(*row)
-                self.steps[step.workflow_id][step.step_id] = step
-        for row in fetch_in(self.tx, JOBS.select(), "job_id", job_ids):
-            self._add_job(JobRow(*row))
-        if halted:
-            marks = ", ".join("?" * len(HALTABLE))
-            for row in fetch_in(self.tx, JOBS.select(), "workflow_id", halted,
-                                f"AND status IN ({marks})", HALTABLE):
-                if row[0] not in self.jobs:
-                    self._add_job(JobRow(*row))
-        return ids
-
-    def _add_job(self, job: JobRow) -> None:
-        self.jobs[job.job_id] = job
-        self.jobs_of.setdefault(job.workflow_id, []).append(job)
-
-    # --- 3. write --------------------------------------------------------------------
-
-    def _write(self) -> None:
-        astuple = msgspec.structs.astuple
-        workflows = [self.workflows[w] for w in self.dirty_workflows]
-        for workflow in workflows:
-            self._summarise(workflow)
-        tx = self.tx
-        tx.executemany(WORKFLOWS.upsert(), [astuple(w) for w in workflows])
-        tx.executemany(LABELS.insert_ignore(), self.labels)
-        tx.executemany(STEPS.upsert(), [astuple(self.steps[w][s]) for w, s in self.dirty_steps])
-        tx.executemany(JOBS.upsert(), [astuple(self.jobs[j]) for j in self.dirty_jobs])
-
-    def _summarise(self, workflow: WorkflowRow) -> None:
-        steps = sorted(self.steps.get(workflow.workflow_id, {}).values(), key=lambda s: s.step_order)
-        done = sum(1 for s in steps if s.status in ("completed", "skipped"))
-        workflow.steps_done = done
-        workflow.current_steps = dumps([s.step_id for s in steps if s.status == "processing"])
-        workflow.progress = round(100.0 * done / len(steps), 1) if steps else 0.0
-
-    # --- 2. apply --------------------------------------------------------------------
-
-    def _touch(self, event: ev.Event, workflow_id: str) -> tuple[WorkflowRow, float] | None:
-        workflow = self.workflows.get(workflow_id)
-        if workflow is None:
-            return None  # a stream the view never saw start: nothing to attach the event to
-        at = event.timestamp.timestamp()
-        workflow.updated_at = at
-        workflow.version = event.originator_version
-        self.dirty_workflows.add(workflow_id)
-        return workflow, at
-
-    def _set_job(self, job: JobRow, status: str, at: float) -> None:
-        if job.status != status:
-            step = self.steps[job.workflow_id][job.step_id]
-            old, new = JOB_COUNT_FIELD[job.status], JOB_COUNT_FIELD[status]
-            setattr(step, old, getattr(step, old) - 1)
-            setattr(step, new, getattr(step, new) + 1)
-            step.updated_at = at
-            self.dirty_steps.add((job.workflow_id, job.step_id))
-            job.status = status
-        job.updated_at = at
-        self.dirty_jobs.add(job.job_id)
-
-    def _set_step(self, workflow_id: str, step_id: str, status: str, at: float,
-                  reason: str | None = None, ended: bool = True) -> None:
-        step = self.steps[workflow_id][step_id]
-        step.status = status
-        step.reason = reason
-        step.updated_at = at
-        if ended:
-            step.ended_at = at
-        self.dirty_steps.add((workflow_id, step_id))
-
-    def started(self, e: ev.WorkflowStarted, nid: int, wid: str) -> None:
-        at = e.timestamp.timestamp()
-        definition = e.definition
-        self.workflows[wid] = WorkflowRow(
-            wid, nid, definition.identifier, definition.version, definition.label, "running",
-            dumps(list(e.labels)), dumps(list(definition.tags)), dumps(e.parameters),
-            len(definition.steps), 0, "[]", 0.0, at, None, at, e.originator_version, e.actor, None,
-        )
-        self.dirty_workflows.add(wid)
-        steps = self.steps[wid] = {}
-        for order, step_id in enumerate(topological_order(definition)):
-            job_type = definition.step(step_id).job_type
-            steps[step_id] = StepRow(wid, step_id, order, job_type, "waiting", None,
-                                     0, 0, 0, 0, 0, 0, 0, 0, 0, None, None, None)
-            self.dirty_steps.add((wid, step_id))
-        for label in dict.fromkeys((*e.labels, *definition.tags)):
-            self.labels.append((label, nid, wid))
-
-    def submitted(self, e: ev.JobSubmitted, nid: int, wid: str) -> None:
-        touched = self._touch(e, wid)
-        if touched is None:
-            return
-        workflow, at = touched
-        self._add_job(JobRow(
-            e.job_id, workflow.workflow_id, e.step_id, e.index, e.attempt, e.job_type, "queued", nid,
-            e.priority, at, at + e.delay_s, None, None, at, 0, None, None, None, None, None, None,
-        ))
-        self.dirty_jobs.add(e.job_id)
-        step = self.steps[workflow.workflow_id][e.step_id]
-        step.jobs_total += 1
-        step.n_queued += 1
-        step.status = "processing"
-        step.started_at = step.started_at or at
-        step.updated_at = at
-        self.dirty_steps.add((workflow.workflow_id, e.step_id))
-
-    def _job_event(self, e: Any, wid: str) -> tuple[JobRow, float] | None:
-        touched = self._touch(e, wid)
-        job = self.jobs.get(e.job_id)
-        if touched is None or job is None:
-            return None
-        return job, touched[1]
-
-    def progressed(self, e: ev.JobProgressed, nid: int, wid: str) -> None:
-        if found := self._job_event(e, wid):
-            job, at = found
-            self._set_job(job, "processing", at)
-            job.progression = e.progression
-            job.message = e.message
-            job.started_at = job.started_at or at
-            job.worker = e.worker or job.worker
-
-    def completed(self, e: ev.JobCompleted, nid: int, wid: str) -> None:
-        if found := self._job_event(e, wid):
-            job, at = found
-            self._set_job(job, "completed", at)
-            job.progression = 100
-            job.ended_at = at
-            job.worker = e.worker or job.worker
-            job.execution_duration = e.execution_duration
-
-    def _failed(self, e: Any, wid: str, status: str, message: str, kind: str | None) -> JobRow | None:
-        if found := self._job_event(e, wid):
-            job, at = found
-            self._set_job(job, status, at)
-            job.error, job.error_kind, job.ended_at = message, kind, at
-            return job
-        return None
-
-    def errored(self, e: ev.JobErrored, nid: int, wid: str) -> None:
-        if job := self._failed(e, wid, "error", e.message, e.kind):
-            job.worker = e.worker or job.worker
-            job.execution_duration = e.execution_duration
-
-    def timed_out(self, e: ev.JobTimedOut, nid: int, wid: str) -> None:
-        self._failed(e, wid, "error", f"no response within {e.timeout_s:g}s", "timeout")
-
-    def unroutable(self, e: ev.JobUnroutable, nid: int, wid: str) -> None:
-        self._failed(e, wid, "unroutable", f"no queue serves job type {e.job_type!r}", "unroutable")
-
-    def stopped(self, e: ev.JobStopped, nid: int, wid: str) -> None:
-        self._failed(e, wid, "stopped", e.reason or "stopped", "stopped")
-
-    def retry_requested(self, e: ev.JobRetryRequested, nid: int, wid: str) -> None:
-        if found := self._job_event(e, wid):
-            job, at = found
-            self._set_job(job, "retry_requested", at)
-            self._set_step(job.workflow_id, job.step_id, "processing", at, ended=False)
-            self.steps[job.workflow_id][job.step_id].ended_at = None
-            workflow = self.workflows[job.workflow_id]
-            if workflow.status == "error":
-                workflow.status, workflow.reason, workflow.ended_at = "running", None, None
-
-    def retry_scheduled(self, e: ev.JobRetryScheduled, nid: int, wid: str) -> None:
-        if found := self._job_event(e, wid):
-            job, at = found
-            self._set_job(job, "retrying", at)
-            job.next_job_id = e.next_job_id
-
-    def step_completed(self, e: ev.StepCompleted, nid: int, wid: str) -> None:
-        if touched := self._touch(e, wid):
-            self._set_step(touched[0].workflow_id, e.step_id, "completed", touched[1])
-
-    def step_skipped(self, e: ev.StepSkipped, nid: int, wid: str) -> None:
-        if touched := self._touch(e, wid):
-            self._set_step(touched[0].workflow_id, e.step_id, "skipped", touched[1], e.reason)
-
-    def step_failed(self, e: ev.StepFailed, nid: int, wid: str) -> None:
-        if touched := self._touch(e, wid):
-            self._set_step(touched[0].workflow_id, e.step_id, "error", touched[1], e.reason)
-
-    def _status(self, e: ev.Event, wid: str, status: str, reason: str | None = None,
-                ended: bool = False) -> None:
-        if touched := self._touch(e, wid):
-            workflow, at = touched
-            workflow.status = status
-            if reason is not None:
-                workflow.reason = reason
-            if ended:
-                workflow.ended_at = at
-
-    def paused(self, e: ev.WorkflowPaused, nid: int, wid: str) -> None:
-        self._status(e, wid, "paused")
-
-    def resumed(self, e: ev.WorkflowResumed, nid: int, wid: str) -> None:
-        self._status(e, wid, "running")
-
-    def completed_workflow(self, e: ev.WorkflowCompleted, nid: int, wid: str) -> None:
-        self._status(e, wid, "completed", ended=True)
-
-    def failed_workflow(self, e: ev.WorkflowFailed, nid: int, wid: str) -> None:
-        self._status(e, wid, "error", e.reason, ended=True)
-
-    def stopped_workflow(self, e: ev.WorkflowStopped, nid: int, wid: str) -> None:
-        self._halt(e, wid, "stopped", e.reason or "stopped by operator")
-
-    def deleted_workflow(self, e: ev.WorkflowDeleted, nid: int, wid: str) -> None:
-        self._halt(e, wid, "deleted", "deleted")
-
-    def _halt(self, e: ev.Event, wid: str, status: str, reason: str) -> None:
-        touched = self._touch(e, wid)
-        if touched is None:
-            return
-        workflow, at = touched
-        workflow.status, workflow.reason = status, reason
-        workflow.ended_at = workflow.ended_at or at
-        for job in self.jobs_of.get(workflow.workflow_id, ()):
-            if job.status in HALTABLE:
-                self._set_job(job, "stopped", at)
-                job.error, job.ended_at = reason, at
-        for step in self.steps[workflow.workflow_id].values():
-            if step.status in ("waiting", "processing"):
-                self._set_step(workflow.workflow_id, step.step_id, "stopped", at, step.reason)
-
-
-_HANDLERS: dict[type[ev.Event], Callable[[_Batch, Any, int, str], None]] = {
-    ev.WorkflowStarted: _Batch.started,
-    ev.JobSubmitted: _Batch.submitted,
-    ev.JobProgressed: _Batch.progressed,
-    ev.JobCompleted: _Batch.completed,
-    ev.JobErrored: _Batch.errored,
-    ev.JobTimedOut: _Batch.timed_out,
-    ev.JobUnroutable: _Batch.unroutable,
-    ev.JobStopped: _Batch.stopped,
-    ev.JobRetryRequested: _Batch.retry_requested,
-    ev.JobRetryScheduled: _Batch.retry_scheduled,
-    ev.StepCompleted: _Batch.step_completed,
-    ev.StepSkipped: _Batch.step_skipped,
-    ev.StepFailed: _Batch.step_failed,
-    ev.WorkflowPaused: _Batch.paused,
-    ev.WorkflowResumed: _Batch.resumed,
-    ev.WorkflowCompleted: _Batch.completed_workflow,
-    ev.WorkflowFailed: _Batch.failed_workflow,
-    ev.WorkflowStopped: _Batch.stopped_workflow,
-    ev.WorkflowDeleted: _Batch.deleted_workflow,
-}

@@ -111,7 +111,7 @@ def audit(engine: Any, workflow_ids: Iterable[UUID]) -> Audit:
 
 
 def wait_all_final(engine: Any, workflow_ids: list[UUID], timeout: float, context: Callable[[], str]) -> None:
-    from stepflow.engine.state import WORKFLOW_FINAL
+    from stepflow.engine.statuses import WORKFLOW_FINAL
 
     deadline = time.monotonic() + timeout
     pending = list(workflow_ids)
@@ -142,6 +142,6 @@ def ready(rabbit: Any, procs: Any, timeout: float = 30, **queues: int) -> None:
 
 
 def all_final(engine: Any, workflow_ids: Iterable[UUID]) -> bool:
-    from stepflow.engine.state import WORKFLOW_FINAL
+    from stepflow.engine.statuses import WORKFLOW_FINAL
 
     return all(engine.workflow_state(w).status in WORKFLOW_FINAL for w in workflow_ids)

@@ -25,7 +25,7 @@ from stepflow.adapters.backend import Backend
 from stepflow.adapters.memory.broker import BACKEND_QUEUES, MemoryBroker, MemoryDelivery
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine import events as ev
-from stepflow.engine.state import WORKFLOW_FINAL
+from stepflow.engine.statuses import WORKFLOW_FINAL
 
 MESSAGES = 5_000
 ORDERS = 1_000

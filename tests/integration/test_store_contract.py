@@ -17,7 +17,8 @@ import pytest
 from stepflow.engine import commands as cmd
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
-from stepflow.engine.state import JOB_ACTIVE, WorkflowState
+from stepflow.engine.state import WorkflowState
+from stepflow.engine.statuses import JOB_ACTIVE
 from stepflow.engine.workflow import Workflow, project_workflow
 
 MEDIA = build_definition({

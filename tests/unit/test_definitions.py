@@ -171,6 +171,14 @@ def test_bad_start_parameters_are_refused(given: dict[str, Any], path: str, reas
     assert (caught.value.path, caught.value.reason) == (path, reason)
 
 
+def test_a_start_value_is_kept_as_its_declared_type() -> None:
+    # msgspec checks the value: an integer stays an integer for a number, a Python tuple
+    # becomes the list a stored and reloaded workflow would hold.
+    resolved = resolve_parameters(PARAMS, {"source": "x", "ratio": 2, "tags": ("a", "b")})
+    assert resolved == {"source": "x", "height": 720, "ratio": 2, "tags": ["a", "b"]}
+    assert type(resolved["ratio"]) is int and type(resolved["tags"]) is list
+
+
 # --- templates ----------------------------------------------------------------------------
 
 
@@ -222,6 +230,37 @@ def test_templates_may_read_params_ancestors_and_the_item() -> None:
         )
     )
     assert definition.step("c").fan_out == "{steps.a.outputs.files}"
+
+
+@pytest.mark.parametrize(
+    ("data", "path", "reason"),
+    [
+        (wf(s("a"), hooks={"on_error": [{"url": "http://h", "body": "{steps.ghost.outputs.x}"}]}),
+         "$.hooks.on_error[0].body", "{steps.ghost.outputs.x} refers to 'ghost', which is not a step of this workflow"),
+        (wf(s("a"), hooks={"on_error": [{"url": "http://h/{steps.a.x}"}]}),
+         "$.hooks.on_error[0].url", "expected {steps.STEP.outputs.NAME}, got {steps.a.x}"),
+        (wf(s("a"), hooks={"on_completed": [{"url": "http://h", "headers": {"A": "{item}"}}]}),
+         "$.hooks.on_completed[0].headers.A", "{item} is only bound in a step with fan_out"),
+        (wf(s("a"), hooks={"on_completed": [{"url": "http://h/{run.nope}"}]}),
+         "$.hooks.on_completed[0].url", "unknown {run.nope}; run fields: id, status, reason, definition, version"),
+        (wf(s("a", parameters={"r": "{run.id}"})), "$.steps[0].parameters.r", "{run.id} is only bound in hooks"),
+        (wf(s("a"), hooks={"on_error": [{"url": "http://h/{workflow.nope}"}]}),
+         "$.hooks.on_error[0].url", "unknown workflow parameter in {workflow.nope}"),
+    ],
+    ids=["unknown-step", "bad-steps-shape", "item", "unknown-run-field", "run-in-a-step", "unknown-param"],
+)
+def test_hook_templates_follow_the_same_rules_as_step_templates(data: dict[str, Any], path: str, reason: str) -> None:
+    error = refused(data)
+    assert (error.path, error.reason) == (path, reason)
+
+
+def test_hooks_may_read_any_step_and_the_run() -> None:
+    definition = build_definition(wf(
+        s("a", outputs=["x"]), s("b"),
+        hooks={"on_completed": [{"url": "http://h/{run.id}/{run.status}", "body": "{steps.b.outputs.y}"}],
+               "on_error": [{"url": "http://h", "body": {"why": "{run.reason}", "a": "{steps.a.outputs.x}"}}]},
+    ))
+    assert len(definition.hooks.on_error) == 1
 
 
 # --- semver, msgspec types, unknown fields ------------------------------------------------

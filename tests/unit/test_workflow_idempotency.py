@@ -21,6 +21,7 @@ from workflow_story import (
     step,
 )
 
+from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.decisions import decide, job_id_for
 from stepflow.engine.state import evolve
@@ -77,6 +78,32 @@ def test_any_command_carrying_a_seen_message_id_records_nothing(command: str) ->
     calls[command]()
     assert workflow.collect_events() == []
     assert snapshot_of(workflow) == before
+
+
+@pytest.mark.parametrize("command", [
+    cmd.RecordProgress(workflow_id=WORKFLOW_ID, job_id="", progression=20, cause="msg-1"),
+    cmd.RecordError(workflow_id=WORKFLOW_ID, job_id="", message="x", cause="msg-1"),
+    cmd.RecordStopped(workflow_id=WORKFLOW_ID, job_id="", cause="msg-1"),
+    cmd.RecordUnroutable(workflow_id=WORKFLOW_ID, job_id="", job_type="job_probe", cause="msg-1"),
+    cmd.RecordTimeout(workflow_id=WORKFLOW_ID, job_id="", cause="msg-1"),
+    cmd.RecordCompleted(workflow_id=WORKFLOW_ID, job_id="", cause="msg-1"),
+], ids=lambda c: type(c).__name__)
+def test_a_command_as_data_is_handled_like_the_method_it_names(command: cmd.Command) -> None:
+    workflow, _ = start(FLOW)
+    probe = job(workflow, "probe")
+    workflow.record_progress(probe, 10, now=at(1), cause="msg-1")
+    workflow.collect_events()
+    assert workflow.handle(msgspec.structs.replace(command, job_id=probe), at(2)) == "duplicate"
+    assert workflow.collect_events() == []
+    assert workflow.handle(cmd.RecordProgress(workflow_id=WORKFLOW_ID, job_id=probe, progression=30,
+                                              cause="msg-2"), at(3)) is None
+    assert [e.progression for e in workflow.collect_events()] == [30]  # type: ignore[attr-defined]
+
+
+def test_a_command_the_aggregate_does_not_know_is_a_type_error() -> None:
+    workflow, _ = start(FLOW)
+    with pytest.raises(TypeError, match="unknown command Command"):
+        workflow.handle(cmd.Command(workflow_id=WORKFLOW_ID), at(1))
 
 
 def test_the_start_message_id_is_remembered() -> None:

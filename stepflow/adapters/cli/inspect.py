@@ -35,6 +35,7 @@ from eventsourcing.persistence import PersistenceError
 
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
 from stepflow.adapters.persistence import open_engine
+from stepflow.engine.statuses import JOB_STATUSES, WORKFLOW_STATUSES
 from stepflow.projections import ProjectionRunner, WorkersView, queries
 from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, timeline
 from stepflow.projections.models import WorkflowDetail
@@ -228,7 +229,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         return parser
 
     p = reader("workflows", "list workflows, newest first", cmd_workflows)
-    p.add_argument("--status", action="append", help="running, paused, completed, error, stopped, deleted (repeatable)")
+    p.add_argument("--status", action="append", help=f"{', '.join(WORKFLOW_STATUSES)} (repeatable)")
     p.add_argument("--definition", help="definition identifier")
     p.add_argument("--label", help="a workflow label or definition tag")
     p.add_argument("--since", type=parse_time, help="started at or after (ISO 8601 or 2h, 7d...)")
@@ -242,8 +243,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("workflow_id")
 
     p = reader("jobs", "list jobs (every attempt), newest first", cmd_jobs)
-    p.add_argument("--status", action="append", help="queued, processing, completed, error, retrying, "
-                   "retry_requested, stopped, unroutable (repeatable)")
+    p.add_argument("--status", action="append", help=f"{', '.join(JOB_STATUSES)} (repeatable)")
     p.add_argument("--job-type")
     p.add_argument("--workflow", help="only this workflow's jobs")
     p.add_argument("--limit", type=int, default=50, help="page size (default 50)")

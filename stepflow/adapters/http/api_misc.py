@@ -13,7 +13,6 @@ from stepflow.adapters.http import rights
 from stepflow.adapters.http.api_workflows import services_of, statuses
 from stepflow.adapters.http.errors import ApiError, decode_query, json_response
 from stepflow.adapters.http.schemas import (
-    JOB_STATUSES,
     DefinitionList,
     DefinitionSummary,
     DefinitionView,
@@ -25,6 +24,7 @@ from stepflow.adapters.http.schemas import (
     WorkerList,
 )
 from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
+from stepflow.engine.statuses import JOB_STATUSES
 from stepflow.projections import ViewStore, queries
 from stepflow.projections.history import AuditEntry, audit
 

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from stepflow.adapters.http.api_workflows import get_workflow, visible_workflow
-from stepflow.engine.state import WORKFLOW_FINAL
+from stepflow.engine.statuses import WORKFLOW_FINAL
 from stepflow.projections import queries
 
 POLL_S = 0.5

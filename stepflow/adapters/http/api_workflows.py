@@ -13,7 +13,6 @@ from starlette.responses import Response
 from stepflow.adapters.http import rights
 from stepflow.adapters.http.errors import ApiError, decode_body, decode_query, json_response
 from stepflow.adapters.http.schemas import (
-    WORKFLOW_STATUSES,
     Done,
     History,
     Started,
@@ -27,6 +26,7 @@ from stepflow.adapters.http.schemas import (
 from stepflow.adapters.http.services import Services
 from stepflow.engine import commands as cmd
 from stepflow.engine.definitions import DefinitionError, WorkflowDefinition
+from stepflow.engine.statuses import WORKFLOW_STATUSES
 from stepflow.engine.workflow import Rejected
 from stepflow.projections import queries
 from stepflow.projections.history import timeline

@@ -24,9 +24,8 @@ from starlette.requests import Request
 
 from stepflow.adapters.http.auth import Principal
 from stepflow.adapters.http.errors import ApiError
-from stepflow.adapters.http.schemas import ACTIONS
 from stepflow.adapters.http.services import Services
-from stepflow.engine.definitions import WorkflowDefinition
+from stepflow.engine.definitions import ACTIONS, WorkflowDefinition
 
 
 def authenticate(request: Request, services: Services) -> Principal:

@@ -12,6 +12,7 @@ import msgspec
 from msgspec import Meta
 
 from stepflow.engine.definitions import ParameterSpec, WorkflowDefinition
+from stepflow.engine.statuses import JOB_STATUSES, WORKFLOW_STATUSES
 from stepflow.projections.history import TimelineEntry
 from stepflow.projections.models import JobInfo, JobTypeStats, StepInfo, WorkerInfo, WorkflowSummary
 
@@ -19,9 +20,6 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 Limit = Annotated[int, Meta(ge=1, le=500)]
 Reason = Annotated[str, Meta(max_length=2000)]
-ACTIONS = ("view", "create", "retry", "abort", "delete", "update")
-WORKFLOW_STATUSES = ("running", "paused", "completed", "error", "stopped", "deleted")
-JOB_STATUSES = ("queued", "processing", "completed", "error", "retrying", "retry_requested", "stopped", "unroutable")
 
 
 def _one_or_more(values: tuple[str, ...]) -> str:

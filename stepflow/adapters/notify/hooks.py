@@ -24,6 +24,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.decisions import template_scope
 from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
 from stepflow.engine.templates import TemplateError, render
 
@@ -77,12 +78,7 @@ class HookReader:
         if not hooks:
             return []
         state = self.engine.workflow_state(event.originator_id)
-        scope = {
-            "workflow": state.parameters,
-            "steps": {s.step_id: {"outputs": s.outputs} for s in state.steps.values() if s.status == "completed"},
-            "run": {"id": str(state.id), "status": state.status, "reason": state.reason or "",
-                    "definition": state.definition.identifier, "version": state.definition.version},
-        }
+        scope = template_scope(state, run=True)
         out = []
         for i, spec in enumerate(hooks):
             try:
