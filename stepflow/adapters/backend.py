@@ -44,6 +44,7 @@ from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
 from stepflow.adapters.outbox import OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
+from stepflow.adapters.wakeup import woken
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import GaveUp, WorkflowEngine
@@ -306,8 +307,7 @@ class Backend:
 
     async def _outbox_loop(self) -> None:
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._outbox_wakeup.wait(), self.outbox_poll_s)
+            await woken(self._outbox_wakeup, self.outbox_poll_s)
             self._outbox_wakeup.clear()
             await self._pump().pump()
 

@@ -13,6 +13,8 @@ import contextlib
 import signal
 from collections.abc import AsyncIterator, Callable
 
+from stepflow.adapters.wakeup import woken
+
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 CHECK_EVERY_S = 1.0
 
@@ -45,5 +47,4 @@ async def watch(stop: asyncio.Event, check: Callable[[], None], every_s: float =
     """Until `stop` is set, call `check` (which raises when a part has died) every `every_s`."""
     while not stop.is_set():
         check()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), every_s)
+        await woken(stop, every_s)

@@ -22,6 +22,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError, Tracking
 
 from stepflow.adapters.notify.notifications import Notifier
+from stepflow.adapters.wakeup import woken
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.decisions import template_scope
@@ -126,8 +127,7 @@ class HookFollower:
     async def run(self) -> None:
         await self.prepare()
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_s)
+            await woken(self._wakeup, self.poll_s)
             self._wakeup.clear()
             try:
                 await self.flush()
