@@ -22,7 +22,7 @@ from stepflow.adapters.logging import configure
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 # Each module defines `register(subparsers)`; its parsers set `func(args) -> int`.
-COMMAND_MODULES = ("run", "serve", "worker", "inspect", "control")
+COMMAND_MODULES = ("run", "serve", "worker", "reads", "history", "projections", "control")
 
 
 def default_actor() -> str:
