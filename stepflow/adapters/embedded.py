@@ -16,10 +16,10 @@ from uuid import UUID
 from stepflow.adapters.backend import Backend
 from stepflow.adapters.memory.broker import MemoryBroker
 from stepflow.adapters.read_side import ReadSide
-from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.state import WORKFLOW_FINAL, WorkflowState
+from stepflow.sdk import Worker
 
 StateListener = Callable[[WorkflowState], None]
 

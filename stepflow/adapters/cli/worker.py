@@ -22,7 +22,7 @@ import structlog
 from stepflow.adapters.amqp.connection import amqp_url, mask_url
 from stepflow.adapters.cli import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
 from stepflow.adapters.cli.serve import add_amqp_options, prefix_of, service_logging
-from stepflow.adapters.worker import Worker
+from stepflow.sdk import Worker
 
 log = structlog.get_logger("stepflow.worker.cli")
 
