@@ -22,7 +22,12 @@ from typing import Any, TextIO
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, common, default_actor
 from stepflow.adapters.cli.view import LiveView
 from stepflow.adapters.persistence import open_engine
-from stepflow.engine.definitions import DefinitionError, WorkflowDefinition, coerce_parameter, load_definition
+from stepflow.engine.definitions import (
+    DefinitionError,
+    WorkflowDefinition,
+    coerce_parameter,
+    load_definition,
+)
 from stepflow.engine.workflow import Rejected
 from stepflow.sdk import Worker
 
