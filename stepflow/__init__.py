@@ -3,7 +3,8 @@
 The public API, imported lazily (so `import stepflow` and `stepflow --version` stay cheap):
 
     from stepflow import Worker, JobContext, JobFailed          # write a worker (stepflow.sdk)
-    from stepflow import load_definition, open_engine           # definitions, the store
+    from stepflow import load_definition, DefinitionError       # a definition, checked on load
+    from stepflow import open_engine, WorkflowState             # the store; what `wait()` returns
     from stepflow import EmbeddedRuntime, AmqpRuntime           # run in-process / over RabbitMQ
     from stepflow.queries import open_views                     # read the read models
 
@@ -25,7 +26,8 @@ if TYPE_CHECKING:  # what type checkers see; at run time `__getattr__` imports o
     from stepflow.adapters.embedded import EmbeddedRuntime
     from stepflow.adapters.persistence import open_engine
     from stepflow.engine.application import WorkflowEngine
-    from stepflow.engine.definitions import load_definition
+    from stepflow.engine.definitions import DefinitionError, load_definition
+    from stepflow.engine.state import WorkflowState
     from stepflow.sdk import JobContext, JobFailed, Worker
 
 _EXPORTS = {
@@ -33,6 +35,8 @@ _EXPORTS = {
     "JobContext": "stepflow.sdk",
     "JobFailed": "stepflow.sdk",
     "WorkflowEngine": "stepflow.engine.application",
+    "WorkflowState": "stepflow.engine.state",
+    "DefinitionError": "stepflow.engine.definitions",
     "load_definition": "stepflow.engine.definitions",
     "open_engine": "stepflow.adapters.persistence",
     "EmbeddedRuntime": "stepflow.adapters.embedded",
@@ -42,8 +46,8 @@ _EXPORTS = {
 
 DISTRIBUTION = "stepflow-engine"  # the name on PyPI; the import name is `stepflow`
 
-__all__ = ["AmqpRuntime", "Backend", "EmbeddedRuntime", "JobContext", "JobFailed", "Worker",
-           "WorkflowEngine", "load_definition", "open_engine"]
+__all__ = ["AmqpRuntime", "Backend", "DefinitionError", "EmbeddedRuntime", "JobContext", "JobFailed", "Worker",
+           "WorkflowEngine", "WorkflowState", "load_definition", "open_engine"]
 
 
 def _version() -> str:

@@ -1,7 +1,7 @@
 """A worker: typed parameters, progress, and a failure with a kind (see docs/api.md).
 
-Over RabbitMQ, beside `stepflow serve`:
-    stepflow worker examples/api/thumbnails.py:worker --amqp-url amqp://guest:guest@localhost/
+Over RabbitMQ, for a backend (`stepflow serve`, or `stepflow run --amqp-url`) to send it jobs:
+    stepflow worker examples/api/thumbnails.py:worker --amqp-url amqp://guest:guest@localhost:5672/
 In-process, with the engine (embedded mode):
     stepflow run examples/api/thumbnails.toml --worker examples/api/thumbnails.py:worker
 """
