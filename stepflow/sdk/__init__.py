@@ -16,9 +16,11 @@ is an error of kind `invalid_parameters`, not retried). A handler fails by raisi
 order cancels the handler: it sees `asyncio.CancelledError`, so cleanup is a `finally`.
 
 Modules, along the seams a reader follows: `context` (what a handler sees), `handlers`
-(registration: the parameters type and its schema), `worker` (the run loop), `orders`
-(reading an order, and what to do with one that cannot be read), `answers` (the messages
-a worker publishes). See docs/api.md.
+(registration: the parameters type and its schema), `worker` (the run loop: take an order,
+run its job, answer, settle), `jobs` (a running job and the deliveries its answer settles),
+`orders` (reading an order, and telling which job an unreadable one was), `answers` (the
+messages a worker publishes), `direct` (orders to this instance, and its announcements).
+See docs/api.md.
 """
 
 from stepflow.sdk.context import JobContext, JobFailed

@@ -30,7 +30,9 @@ from stepflow.engine.ports import Delivery, WorkerBroker
 from stepflow.sdk import answers
 from stepflow.sdk.answers import SDK_VERSION
 from stepflow.sdk.context import JobContext, JobFailed
+from stepflow.sdk.direct import DirectOrders
 from stepflow.sdk.handlers import Handler, Registered, outputs
+from stepflow.sdk.jobs import RunningJob, settle
 from stepflow.sdk.orders import (
     MAX_ERROR_TEXT,
     MAX_HANDLER_ERROR_TEXT,
@@ -46,19 +48,7 @@ REMEMBERED_JOBS = 10_000
 __all__ = ["REMEMBERED_JOBS", "SDK_VERSION", "Handler", "Worker"]
 
 
-class _Job:
-    """A job running here: its task, and the deliveries of its order to settle with its answer
-    (more than one when the order was redelivered while it ran, e.g. after a reconnection)."""
-
-    __slots__ = ("cancellable", "deliveries", "task")
-
-    def __init__(self, delivery: Delivery) -> None:
-        self.task: asyncio.Task[None] | None = None
-        self.deliveries: list[Delivery] | None = [delivery]  # None once settled
-        self.cancellable = True  # False once the handler is over: a stop order comes too late
-
-
-class Worker:
+class Worker(DirectOrders):
     """Handlers for job types, and everything around them: the author writes none of the
     broker, prefetch, heartbeat or shutdown code. Run it with `stepflow worker MODULE:ATTR`,
     or pass it to `EmbeddedRuntime` to run it in-process."""
@@ -82,7 +72,7 @@ class Worker:
         self.shutdown_grace_s = shutdown_grace_s
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.handlers: dict[str, Registered] = {}
-        self._jobs: dict[str, _Job] = {}  # job id -> the job running here
+        self._jobs: dict[str, RunningJob] = {}  # job id -> the job running here
         self._chores: set[asyncio.Task[None]] = set()  # answers to bad or repeated orders
         self._answered: OrderedDict[str, p.Message] = OrderedDict()
         self._stopping = asyncio.Event()
@@ -90,11 +80,6 @@ class Worker:
         self.run_token = uuid.uuid4().hex[:8]  # new at each `run`: part of progress message ids
         self.completed = 0
         self.invalid_orders = 0  # orders that could not be read (answered or quarantined)
-
-    @property
-    def _running(self) -> dict[str, asyncio.Task[None]]:
-        """The tasks of the jobs running here, by job id."""
-        return {job_id: job.task for job_id, job in self._jobs.items() if job.task is not None}
 
     def job(self, job_type: str | None = None) -> Callable[[Handler], Handler]:
         """Register a handler for a job type (default: the function's name)."""
@@ -170,12 +155,12 @@ class Worker:
             log.info("order_already_answered", job_id=order.job_id)
             self._chore(self._answer(broker, [delivery], answered, order.job_id))
             return
-        job = _Job(delivery)
+        job = RunningJob(delivery)
         self._jobs[order.job_id] = job
         job.task = asyncio.create_task(self._serve(broker, job, order, job_type, workflow_id))
         job.task.add_done_callback(functools.partial(self._finished, order.job_id, job))
 
-    def _finished(self, job_id: str, job: _Job, task: asyncio.Task[None]) -> None:
+    def _finished(self, job_id: str, job: RunningJob, task: asyncio.Task[None]) -> None:
         if self._jobs.get(job_id) is job:
             del self._jobs[job_id]
         if not task.cancelled() and task.exception() is not None:  # `_serve` settles; never expected
@@ -186,7 +171,7 @@ class Worker:
         self._chores.add(task)
         task.add_done_callback(self._chores.discard)
 
-    async def _serve(self, broker: WorkerBroker, job: _Job, order: p.JobOrder, job_type: str,
+    async def _serve(self, broker: WorkerBroker, job: RunningJob, order: p.JobOrder, job_type: str,
                      workflow_id: str) -> None:
         ctx = JobContext(self, broker, order, job_type, workflow_id)
         started = time.monotonic()
@@ -202,7 +187,7 @@ class Worker:
         await self._answer(broker, job, response, order.job_id)
         self.completed += 1
 
-    async def _run_handler(self, broker: WorkerBroker, job: _Job, ctx: JobContext, order: p.JobOrder,
+    async def _run_handler(self, broker: WorkerBroker, job: RunningJob, ctx: JobContext, order: p.JobOrder,
                            started: float) -> p.Message:
         registered = self.handlers.get(ctx.job_type)
         try:
@@ -213,7 +198,7 @@ class Worker:
         except asyncio.CancelledError:
             if self._stopping.is_set():
                 # Shutting down, not a stop order: leave the job to another worker.
-                for delivery in _settle_list(job):
+                for delivery in settle(job):
                     with contextlib.suppress(Exception):
                         await broker.reject(delivery, requeue=True)
                 raise
@@ -227,7 +212,7 @@ class Worker:
             return answers.result(ctx, self.instance_id, "error", started,
                                   message=describe(error, MAX_HANDLER_ERROR_TEXT), kind=type(error).__name__)
 
-    async def _answer(self, broker: WorkerBroker, held: _Job | list[Delivery], response: p.Message,
+    async def _answer(self, broker: WorkerBroker, held: RunningJob | list[Delivery], response: p.Message,
                       job_id: str) -> None:
         """Publish `response` (confirmed), remember it, then settle the order's deliveries.
         Never raises: if publishing fails for good, the order is rejected to the quarantine."""
@@ -235,13 +220,13 @@ class Worker:
             await broker.publish_response(response)
         except Exception as error:  # noqa: BLE001
             log.error("response_not_published", job_id=job_id, error=describe(error, MAX_ERROR_TEXT))
-            deliveries = _settle_list(held)
+            deliveries = settle(held)
             for delivery in deliveries:
                 with contextlib.suppress(Exception):
                     await broker.reject(delivery, requeue=False)
             return
         self._remember(job_id, response)
-        for delivery in _settle_list(held):  # taken with no await since `_remember`: none is missed
+        for delivery in settle(held):  # taken with no await since `_remember`: none is missed
             try:
                 await broker.ack(delivery)
             except Exception as error:  # noqa: BLE001
@@ -271,55 +256,3 @@ class Worker:
         self._answered[job_id] = response
         while len(self._answered) > REMEMBERED_JOBS:
             self._answered.popitem(last=False)
-
-    # --- direct orders and announcements ---------------------------------------------------
-
-    async def _direct_loop(self, broker: WorkerBroker) -> None:
-        while True:
-            delivery = await broker.next_direct()
-            try:
-                await broker.ack(delivery)
-                await self._direct(broker, delivery)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:  # noqa: BLE001  a bad direct order is dropped, never the worker
-                log.error("direct_order_failed", message_id=loggable(getattr(delivery, "message_id", None)),
-                          reason=describe(error, MAX_ERROR_TEXT))
-
-    async def _direct(self, broker: WorkerBroker, delivery: Delivery) -> None:
-        body = delivery.body
-        if not isinstance(body, bytes) or len(body) > p.MAX_BODY_BYTES:
-            raise ValueError("body is not bytes or over the size limit")
-        order = p.decode_direct(body)
-        if order.type == "stop_process" and order.job_id:
-            job = self._jobs.get(order.job_id)
-            if job is not None and job.task is not None and job.cancellable:
-                log.info("job_stop_ordered", job_id=order.job_id)
-                job.task.cancel()
-        elif order.type == "stop_consuming_jobs":
-            await broker.pause_orders()
-        elif order.type == "resume_consuming_jobs":
-            await broker.resume_orders()
-        elif order.type == "stop_worker":
-            self._stopping.set()
-        elif order.type == "status":
-            await broker.publish_response(answers.status(self.instance_id, busy=bool(self._running)))
-
-    async def _heartbeat_loop(self, broker: WorkerBroker) -> None:
-        while True:
-            await asyncio.sleep(self.heartbeat_s)
-            await self._announce(broker, "Busy" if self._running else "Idle")
-
-    async def _announce(self, broker: WorkerBroker, activity: str) -> None:
-        await broker.publish_response(answers.discovery(
-            instance_id=self.instance_id, label=self.label, description=self.description,
-            version=self.version, started_at=self.started_at, handlers=self.handlers, activity=activity,
-        ))
-
-
-def _settle_list(held: _Job | list[Delivery]) -> list[Delivery]:
-    """The deliveries to settle now; a job's list is closed, so none is added after."""
-    if isinstance(held, list):
-        return held
-    deliveries, held.deliveries = held.deliveries or [], None
-    return deliveries
