@@ -88,9 +88,13 @@ class Views:
         self._own_engine = own_engine
         self._runner = ProjectionRunner(engine)
         self._store = self._runner.store
-        WorkersView(self._store)  # creates the workers table if no backend ever did
-        if catch_up:
-            self.refresh()
+        try:
+            WorkersView(self._store)  # creates the workers table if no backend ever did
+            if catch_up:
+                self.refresh()
+        except BaseException:
+            self._runner.close()
+            raise
 
     def refresh(self) -> int:
         """Apply the events stored since the last refresh; return how many were read."""
