@@ -29,8 +29,8 @@ from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.persistence import despite_ddl_race, open_engine
 from stepflow.adapters.read_side import ReadSide
 from stepflow.adapters.runtime import Brokers, Runtime
-from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
+from stepflow.sdk import Worker
 from stepflow.settings import Settings
 
 log = structlog.get_logger("stepflow.serve")

@@ -30,7 +30,7 @@ from typing import Any
 
 import pytest
 
-from stepflow.adapters.worker import JobContext, Worker
+from stepflow.sdk import JobContext, Worker
 
 AMQP_URL = os.environ.get("STEPFLOW_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
 ROOT = Path(__file__).resolve().parents[1]

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from stepflow.adapters.worker import JobContext, Worker
+from stepflow.sdk import JobContext, Worker
 
 worker = Worker("bench-noop", version="1.0.0", description="no-op jobs for the benchmark", prefetch=64,
                 heartbeat_s=30.0)

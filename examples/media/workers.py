@@ -11,7 +11,7 @@ import zlib
 
 import msgspec
 
-from stepflow.adapters.worker import JobContext, JobFailed, Worker
+from stepflow import JobContext, JobFailed, Worker
 
 media = Worker("media-example", version="1.0.0", description="probe, transcode, package", prefetch=4)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from stepflow.adapters.worker import JobContext, Worker
+from stepflow import JobContext, Worker
 
 flaky = Worker("retry-example", version="1.0.0")
 

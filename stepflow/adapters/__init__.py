@@ -1,19 +1,22 @@
-"""Adapters: brokers (RabbitMQ, in-process), persistence settings, the CLI, the worker SDK.
+"""Adapters: brokers (RabbitMQ, in-process), persistence settings, the CLI, the backend.
 
-The worker SDK's public API is importable from here:
-
-    from stepflow.adapters import JobContext, JobFailed, Worker
-
-    worker = Worker("media")
-
-    @worker.job("transcode")
-    async def transcode(params: TranscodeParams, ctx: JobContext) -> dict:
-        await ctx.progress(40, "encoding")
-        return {"path": "/out/720p.mp4"}
-
-Run it with `stepflow worker my_module:worker --amqp-url amqp://...`.
+The worker SDK moved to `stepflow.sdk` (import it from `stepflow`). `from stepflow.adapters
+import Worker` (and JobContext, JobFailed) still works for one release, with a
+`DeprecationWarning`; resolved lazily, so importing an adapter never imports the SDK.
 """
 
-from stepflow.adapters.worker import JobContext, JobFailed, Worker
+from __future__ import annotations
 
-__all__ = ["JobContext", "JobFailed", "Worker"]
+from typing import Any
+
+_MOVED = ("JobContext", "JobFailed", "Worker")
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _MOVED:
+        raise AttributeError(f"module 'stepflow.adapters' has no attribute {name!r}")
+    import stepflow.sdk
+    from stepflow._deprecation import moved
+
+    moved(f"stepflow.adapters.{name}", f"import {name} from stepflow (or stepflow.sdk)")
+    return getattr(stepflow.sdk, name)

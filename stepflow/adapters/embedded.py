@@ -14,8 +14,8 @@ from typing import Any
 from stepflow.adapters.memory.broker import MemoryBackendBroker, MemoryBroker, MemoryWorkerBroker
 from stepflow.adapters.read_side import ReadSide
 from stepflow.adapters.runtime import Runtime, StateListener
-from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
+from stepflow.sdk import Worker
 
 __all__ = ["EmbeddedRuntime", "InProcessBrokers", "StateListener"]
 

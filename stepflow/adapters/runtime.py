@@ -19,12 +19,12 @@ from uuid import UUID
 
 from stepflow.adapters.backend import Backend
 from stepflow.adapters.read_side import ReadSide
-from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.ports import BackendBroker, WorkerBroker
 from stepflow.engine.state import WorkflowState
 from stepflow.engine.statuses import WORKFLOW_FINAL
+from stepflow.sdk import Worker
 
 StateListener = Callable[[WorkflowState], None]
 WORKER_STOP_S = 5.0

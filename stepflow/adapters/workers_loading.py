@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from types import ModuleType
 
-from stepflow.adapters.worker import Worker
+from stepflow.sdk import Worker
 
 
 def load_workers(specs: list[str], definition_path: Path) -> list[Worker]:

@@ -27,8 +27,8 @@ from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.adapters.http.server import HttpService
 from stepflow.adapters.persistence import open_engine
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.engine.definitions import build_definition
+from stepflow.sdk import JobContext, Worker
 
 pytestmark = pytest.mark.e2e
 

@@ -12,7 +12,7 @@ end (see docs/protocol.md and `Backend.handle_batch`):
 - LATE_PROGRESS: a progression for a job no longer running, counted.
 
 Worker side (`Generator.one_order`): a job order for a job-type queue and what the worker does
-with it (see `stepflow.adapters.worker.read_order`): ANSWERED (`job_error` of kind
+with it (see `stepflow.sdk.orders.read_order`): ANSWERED (`job_error` of kind
 invalid_order, when its job and workflow ids can be told from its message id and headers;
 the answer then meets a backend fate of its own), DEAD_LETTERED (rejected without requeue,
 so RabbitMQ moves it to the quarantine queue), or RUN (a well-formed forged order: the
@@ -44,7 +44,7 @@ from typing import Any, Self
 from uuid import UUID
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.worker import JobContext, Worker
+from stepflow.sdk import JobContext, Worker
 
 # backend fates
 QUARANTINE, DUPLICATE, LATE, LATE_PROGRESS = "quarantine", "duplicate", "late", "late_progress"
@@ -55,7 +55,7 @@ MALFORMED, UNKNOWN, CONFLICT = "malformed", "unknown", "conflicting_duplicate"
 
 ORDER_TYPES = ("fault_a", "fault_b")  # the job types the quiet workers serve
 WORKER_MAX_BODY = p.MAX_BODY_BYTES  # the worker SDK's own limit (STEPFLOW_MAX_BODY is serve's)
-WORKER_MAX_ID = 200  # bytes; see stepflow.adapters.worker.MAX_JOB_ID_BYTES
+WORKER_MAX_ID = 200  # bytes; see stepflow.sdk.orders.MAX_JOB_ID_BYTES
 DEEPEST = 5_000
 
 

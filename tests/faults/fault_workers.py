@@ -12,7 +12,7 @@ import asyncio
 import os
 import random
 
-from stepflow.adapters.worker import JobContext, Worker
+from stepflow.sdk import JobContext, Worker
 
 FAULT_TYPES = ("fault_a", "fault_b", "fault_hang")
 

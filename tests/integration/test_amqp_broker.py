@@ -22,12 +22,12 @@ from stepflow.adapters.amqp import AmqpBackendBroker, AmqpWorkerBroker, Topology
 from stepflow.adapters.amqp.backend_broker import ack_plan
 from stepflow.adapters.amqp.runtime import AmqpRuntime
 from stepflow.adapters.outbox import order_message
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.adapters.workers_loading import load_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import load_definition
+from stepflow.sdk import JobContext, Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq]
 rabbit = amqp_fixtures.rabbit  # the fixture

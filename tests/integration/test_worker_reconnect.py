@@ -33,7 +33,7 @@ from amqp_fixtures import (
 )
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.worker import Worker
+from stepflow.sdk import Worker
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.e2e]
 rabbit, procs_factory = amqp_fixtures.rabbit, amqp_fixtures.procs_factory  # the fixtures

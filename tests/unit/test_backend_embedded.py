@@ -15,12 +15,12 @@ from stepflow.adapters import protocol as p
 from stepflow.adapters.backend import Backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.adapters.workers_loading import load_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition, load_definition
+from stepflow.sdk import JobContext, Worker
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

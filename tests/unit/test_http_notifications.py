@@ -22,9 +22,9 @@ from stepflow.adapters.notify.notifications import (
     build_call,
     perform,
 )
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
+from stepflow.sdk import JobContext, Worker
 
 
 @pytest.fixture(autouse=True)

@@ -20,11 +20,11 @@ from stepflow.adapters.backend import SUSPECT_ATTEMPTS, Backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.inbox import translate
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
+from stepflow.sdk import JobContext, Worker
 
 POISON_JOB_OUTPUT = "explode"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from stepflow.adapters.embedded import EmbeddedRuntime
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
 from stepflow.projections import queries
+from stepflow.sdk import JobContext, Worker
 
 
 async def test_embedded_backend_feeds_the_views_and_the_workers_view(tmp_path: Path) -> None:

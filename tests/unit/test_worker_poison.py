@@ -16,7 +16,8 @@ import pytest
 
 from stepflow.adapters import protocol as p
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
-from stepflow.adapters.worker import INVALID_ORDER, MAX_ERROR_TEXT, JobContext, Worker
+from stepflow.sdk import JobContext, Worker
+from stepflow.sdk.orders import INVALID_ORDER, MAX_ERROR_TEXT
 
 PILL = b'{"a":' * 1500  # msgspec raises RecursionError on this, not DecodeError
 WORKFLOW = str(uuid.uuid4())

@@ -17,10 +17,10 @@ from stepflow.adapters import protocol as p
 from stepflow.adapters.backend import Backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.memory.broker import MemoryBroker
-from stepflow.adapters.worker import JobContext, Worker
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
+from stepflow.sdk import JobContext, Worker
 
 
 def memory_engine() -> WorkflowEngine:

@@ -16,8 +16,8 @@ from stepflow.adapters.amqp.backend_broker import AmqpBackendBroker
 from stepflow.adapters.amqp.worker_broker import AmqpWorkerBroker
 from stepflow.adapters.read_side import ReadSide
 from stepflow.adapters.runtime import Runtime
-from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
+from stepflow.sdk import Worker
 
 READY_TIMEOUT_S = 30.0
 

@@ -19,8 +19,9 @@ from collections.abc import Callable
 from uuid import UUID
 
 from stepflow.adapters.cli import EXIT_OK, EXIT_REFUSED, common, default_actor
-from stepflow.adapters.cli.inspect import Session, UsageError, emit_json, guarded
+from stepflow.adapters.cli.formatting import emit_json
 from stepflow.adapters.cli.options import add_settings
+from stepflow.adapters.cli.session import Session, UsageError, guarded
 from stepflow.engine import commands as cmd
 from stepflow.engine.workflow import Rejected
 from stepflow.projections import queries

@@ -30,7 +30,6 @@ from stepflow.adapters.cli import (
 from stepflow.adapters.cli.options import add_settings
 from stepflow.adapters.cli.view import LiveView
 from stepflow.adapters.runtime import Runtime
-from stepflow.adapters.worker import Worker
 from stepflow.adapters.workers_loading import load_workers
 from stepflow.engine.definitions import (
     DefinitionError,
@@ -39,6 +38,7 @@ from stepflow.engine.definitions import (
     load_definition,
 )
 from stepflow.engine.workflow import Rejected
+from stepflow.sdk import Worker
 from stepflow.settings import redact_text, redact_url
 
 __all__ = ["load_workers", "parse_params", "register", "run_command"]  # load_workers: its old home

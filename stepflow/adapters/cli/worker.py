@@ -22,8 +22,8 @@ from stepflow import bootstrap
 from stepflow.adapters.cli import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
 from stepflow.adapters.cli.options import add_settings, service_logging
 from stepflow.adapters.cli.shutdown import stop_signals
-from stepflow.adapters.worker import Worker
 from stepflow.adapters.workers_loading import load_worker
+from stepflow.sdk import Worker
 from stepflow.settings import Settings, redact_text, redact_url
 
 log = structlog.get_logger("stepflow.worker.cli")
