@@ -164,6 +164,10 @@ def halted(rows: RowBatch, e: Halt, nid: int, wid: str) -> None:
             rows.set_step(workflow.workflow_id, step.step_id, "stopped", at, step.reason)
 
 
+def late_answer(rows: RowBatch, e: ev.LateAnswerReceived, nid: int, wid: str) -> None:
+    rows.touch(e, wid)  # the job stays as it ended; the workflow's version still moves
+
+
 HANDLERS: dict[type[ev.Event], Callable[[RowBatch, Any, int, str], None]] = {
     ev.WorkflowStarted: started,
     ev.JobSubmitted: submitted,
@@ -184,4 +188,5 @@ HANDLERS: dict[type[ev.Event], Callable[[RowBatch, Any, int, str], None]] = {
     ev.WorkflowFailed: failed_workflow,
     ev.WorkflowStopped: halted,
     ev.WorkflowDeleted: halted,
+    ev.LateAnswerReceived: late_answer,
 }

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from uuid import UUID
 
@@ -115,11 +115,13 @@ def test_pagination_is_stable_under_concurrent_inserts(engine: WorkflowEngine, r
     before = [engine.start_workflow(INGEST, labels=["batch"]) for _ in range(23)]
     runner.run_once()
     stop = threading.Event()
+    inserted = threading.Semaphore(0)  # one release per workflow started and projected
 
     def insert() -> None:  # another client starting workflows while we page
         while not stop.is_set():
             engine.start_workflow(INGEST, labels=["batch"])
             runner.run_once()
+            inserted.release()
 
     inserter = threading.Thread(target=insert)
     inserter.start()
@@ -130,7 +132,7 @@ def test_pagination_is_stable_under_concurrent_inserts(engine: WorkflowEngine, r
             while True:
                 page = queries.list_workflows(runner.store, limit=4, cursor=cursor, **kwargs)  # type: ignore[arg-type]
                 seen += [w.workflow_id for w in page.items]
-                time.sleep(0.005)
+                assert inserted.acquire(timeout=10)  # a new workflow lands between every two pages
                 cursor = page.next_cursor
                 if cursor is None:
                     break
@@ -168,7 +170,7 @@ def test_a_changed_view_schema_is_rebuilt(engine: WorkflowEngine, runner: Projec
 
 def test_workers_view(runner: ProjectionRunner) -> None:
     workers = WorkersView(runner.store)
-    t0 = datetime(2024, 5, 1, 12, tzinfo=timezone.utc)
+    t0 = datetime(2024, 5, 1, 12, tzinfo=UTC)
     workers.record_heartbeat("i-1", "encode", at=t0, label="Encoder", version="1.2.0", sdk_version="2.0",
                              direct_queue="direct_messaging_i-1")
     workers.record_heartbeat("i-2", "probe", at=t0)
