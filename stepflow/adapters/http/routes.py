@@ -15,12 +15,17 @@ from stepflow.adapters.http import api_workflows as w
 from stepflow.adapters.http import metrics, rights
 from stepflow.adapters.http import schemas as s
 from stepflow.adapters.http.api_stream import stream_workflow
+from stepflow.adapters.http.api_workers import order_worker
 from stepflow.adapters.http.health import healthz, readyz
 from stepflow.adapters.http.services import Services
 
 Handler = Callable[[Request], Awaitable[Response]]
 WORKFLOW_ID = ("workflow_id", {"type": "string", "format": "uuid"}, "a workflow id")
 JOB_ID = ("job_id", {"type": "string", "minLength": 1, "maxLength": 100}, "a job id (every attempt has its own)")
+INSTANCE_ID = ("instance_id", {"type": "string", "minLength": 1, "maxLength": 200}, "a worker's instance id")
+WORKER_ACTION = ("action", {"type": "string", "enum": ["status", "pause", "resume", "stop"]},
+                 ("status: ask for a status answer; pause: stop taking orders (stop_consuming_jobs); "
+                 "resume: take orders again; stop: finish running jobs and exit (stop_worker)"))
 IDENTIFIER = ("identifier", {"type": "string", "minLength": 1, "maxLength": 200}, "a definition identifier")
 
 
@@ -91,6 +96,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/jobs/{job_id}", m.get_job, "One job attempt", "jobs", (200, s.JobInfo),
              path_params=(JOB_ID,), errors=(401, 403, 404)),
     Endpoint("GET", "/api/workers", m.list_workers, "Known workers", "workers", (200, s.WorkerList)),
+    Endpoint("POST", "/api/workers/{instance_id}/{action}", order_worker,
+             "Send a worker a control order (right: workers)", "workers", (202, s.WorkerOrderDone),
+             path_params=(INSTANCE_ID, WORKER_ACTION), errors=(401, 403, 404, 409, 422, 503)),
     Endpoint("GET", "/api/stats", m.stats, "Workflows by status; outcomes and durations per job type", "stats",
              (200, s.Stats), query=s.StatsQuery, errors=(401, 422)),
     Endpoint("GET", "/api/audit", m.audit_log, "The audit log: every stored event with who and why (admins)",
