@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
+from stepflow.adapters.http.queues import QueueDepths
 from stepflow.adapters.worker_control import ORDERS, direct_order
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -48,6 +49,7 @@ class Services:
         self._writer: ThreadPoolExecutor | None = None
         self._definitions: OrderedDict[str, WorkflowDefinition] = OrderedDict()
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
+        self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
 
     # --- threads ------------------------------------------------------------------------
 
