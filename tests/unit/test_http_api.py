@@ -310,3 +310,18 @@ def test_pages_and_static_files(client: TestClient) -> None:
     for name in ("app.js", "list.js", "workflow.js", "workers.js", "stats.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
     assert client.get("/static/nope.js").status_code == 404
+
+
+def test_stats_timeline(client: TestClient) -> None:
+    start(client)
+    line = client.get("/api/stats/timeline", params={"bin": "minute"}).json()
+    assert line["bin"] == "minute" and len(line["bins"]) in (60, 61)
+    assert sum(b["workflows"].get("running", 0) for b in line["bins"]) == 1
+    assert sum(b["jobs"].get("queued", 0) for b in line["bins"]) == 1
+    day = client.get("/api/stats/timeline", params={"bin": "day", "since": "2024-05-01T00:00:00Z",
+                                                    "until": "2024-05-03T00:00:00"}).json()
+    assert [b["start"] for b in day["bins"]] == ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z"]
+    too_many = client.get("/api/stats/timeline", params={"bin": "minute", "since": "2020-01-01T00:00:00Z"})
+    assert too_many.status_code == 422 and "at most 1500" in too_many.json()["message"]
+    bad = client.get("/api/stats/timeline", params={"bin": "week"})
+    assert bad.status_code == 422 and bad.json()["field"] == "query.bin"

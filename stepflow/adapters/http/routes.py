@@ -14,10 +14,12 @@ from stepflow.adapters.http import api_misc as m
 from stepflow.adapters.http import api_workflows as w
 from stepflow.adapters.http import metrics, rights
 from stepflow.adapters.http import schemas as s
+from stepflow.adapters.http.api_stats import TimelineQuery, stats_timeline
 from stepflow.adapters.http.api_stream import stream_workflow
 from stepflow.adapters.http.api_workers import order_worker
 from stepflow.adapters.http.health import healthz, readyz
 from stepflow.adapters.http.services import Services
+from stepflow.projections.timeline import Timeline
 
 Handler = Callable[[Request], Awaitable[Response]]
 WORKFLOW_ID = ("workflow_id", {"type": "string", "format": "uuid"}, "a workflow id")
@@ -101,6 +103,9 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              path_params=(INSTANCE_ID, WORKER_ACTION), errors=(401, 403, 404, 409, 422, 503)),
     Endpoint("GET", "/api/stats", m.stats, "Workflows by status; outcomes and durations per job type", "stats",
              (200, s.Stats), query=s.StatsQuery, errors=(401, 422)),
+    Endpoint("GET", "/api/stats/timeline", stats_timeline,
+             "Workflows and jobs per status, job-type durations (count, p50, p95), per minute, hour or day",
+             "stats", (200, Timeline), query=TimelineQuery, errors=(401, 422)),
     Endpoint("GET", "/api/audit", m.audit_log, "The audit log: every stored event with who and why (admins)",
              "audit", (200, m.AuditPage), query=m.AuditQuery, errors=(401, 403, 422)),
     Endpoint("GET", "/metrics", _metrics, "Prometheus metrics", "operations", (200, None),

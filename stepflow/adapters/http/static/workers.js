@@ -17,9 +17,9 @@
   function controls(w, can) {
     if (!can.size || w.status === "terminated" || w.status === "gone") return el("td");
     const offered = { status: true, pause: w.status !== "paused", resume: w.status === "paused", stop: true };
-    return el("td", { class: "worker-controls" }, ...Object.keys(LABELS).filter((a) => can.has(a)).map((action) =>
+    return el("td", {}, el("div", { class: "worker-controls" }, ...Object.keys(LABELS).filter((a) => can.has(a)).map((action) =>
       el("button", { dataset: { action }, disabled: !offered[action], class: action === "stop" ? "danger" : "",
-        onclick: () => order(w.instance_id, action) }, LABELS[action])));
+        onclick: () => order(w.instance_id, action) }, LABELS[action]))));
   }
 
   async function load() {
