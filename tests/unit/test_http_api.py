@@ -325,3 +325,32 @@ def test_stats_timeline(client: TestClient) -> None:
     assert too_many.status_code == 422 and "at most 1500" in too_many.json()["message"]
     bad = client.get("/api/stats/timeline", params={"bin": "week"})
     assert bad.status_code == 422 and bad.json()["field"] == "query.bin"
+
+
+def test_an_unknown_status_lists_the_valid_ones(client: TestClient) -> None:
+    from stepflow.engine.statuses import JOB_STATUSES, WORKFLOW_STATUSES
+
+    bad = client.get("/api/workflows", params={"status": "running,nope"})
+    assert bad.status_code == 422 and bad.json()["field"] == "query.status"
+    message = bad.json()["message"]
+    assert message.startswith("unknown workflow status 'nope'; valid: " + ", ".join(WORKFLOW_STATUSES))
+    assert "regex" not in message and "^(" not in message
+    jobs = client.get("/api/jobs", params={"status": "done"}).json()
+    assert jobs["message"].startswith("unknown job status 'done'; valid: " + ", ".join(JOB_STATUSES))
+    assert client.get("/api/workflows", params={"status": "running,completed"}).status_code == 200
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+    first = client.post("/api/workflows", json={"definition": "pipeline", "parameters": {"size": 3}}, headers=headers)
+    assert first.status_code == 201
+    # the same request (the default spelled out or not) is the same workflow
+    again = client.post("/api/workflows", json={"definition": "pipeline"}, headers=headers)
+    assert again.status_code == 201 and again.json()["workflow_id"] == first.json()["workflow_id"]
+    for body in ({"definition": "pipeline", "parameters": {"size": 4}}, {"definition": "pipeline", "labels": ["x"]},
+                 {"definition": "pipeline", "version": "1.0.0"}):
+        clash = client.post("/api/workflows", json=body, headers=headers)
+        assert clash.status_code == 409, body
+        assert clash.json()["field"] == "header.Idempotency-Key"
+        assert "already used for another request" in clash.json()["message"]
+        assert first.json()["workflow_id"] in clash.json()["message"]

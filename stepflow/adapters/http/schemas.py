@@ -75,6 +75,14 @@ class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):
     job_type: Name | None = None
 
 
+# Query fields that take one or several of a fixed list (comma-separated): checked before the
+# Struct's pattern, so a wrong value is answered with the list of valid ones, not the regex.
+QUERY_CHOICES: dict[type, dict[str, tuple[str, tuple[str, ...]]]] = {
+    WorkflowQuery: {"status": ("workflow status", WORKFLOW_STATUSES)},
+    JobQuery: {"status": ("job status", JOB_STATUSES)},
+}
+
+
 # --- responses ----------------------------------------------------------------------------
 
 
