@@ -13,7 +13,10 @@ What falls in a bin:
 
 Bins are aligned to UTC (a minute at :00 s, an hour at :00, a day at midnight UTC); `since`
 is rounded down and `until` up to a bin edge. Every bin of the range is returned, empty ones
-too, so a chart has one column per bin; a range of more than `MAX_BINS` bins is refused.
+too, so a chart has one column per bin. A range of more than `MAX_BINS` bins, or `since`
+after `until`, is refused (`strict`, the default: a person typed it) or, with
+`strict=False` (the HTTP API, whose callers may ask anything its schema allows), cut to the
+`MAX_BINS` bins that end at `until`, or empty; the answer's `since` and `until` say which.
 
 The counts are one `GROUP BY` per view, on the indexed start and end times; the SQL is the
 same on SQLite and PostgreSQL but for the bin's expression (`CAST(x AS INTEGER)` truncates on
@@ -67,31 +70,39 @@ class Timeline(msgspec.Struct, frozen=True, kw_only=True):
     bins: tuple[TimelineBin, ...]
 
 
-def bin_range(bin: str, since: datetime | None, until: datetime | None, now: float | None = None
-              ) -> tuple[int, float, float]:
-    """(bin width in seconds, first edge, last edge), aligned to UTC; raises `TooManyBins`
-    or ValueError (unknown bin, `since` after `until`)."""
+def bin_range(bin: str, since: datetime | None, until: datetime | None, now: float | None = None,
+              strict: bool = True) -> tuple[int, float, float]:
+    """(bin width in seconds, first edge, last edge), aligned to UTC. Strict: raise
+    `TooManyBins`, or ValueError for `since` after `until`; else cut to the last `MAX_BINS`
+    bins, and an empty range (first == last) for `since` after `until`. ValueError for an
+    unknown bin either way."""
     if bin not in BIN_SECONDS:
         raise ValueError(f"unknown bin {bin!r}; one of {', '.join(BIN_SECONDS)}")
     width = BIN_SECONDS[bin]
     end = _epoch(until) if until is not None else (now if now is not None else time.time())
     start = _epoch(since) if since is not None else end - DEFAULT_BINS[bin] * width
+    last = math.ceil(end / width) * width
     if start >= end:
-        raise ValueError("since must be before until")
-    first, last = math.floor(start / width) * width, math.ceil(end / width) * width
+        if strict:
+            raise ValueError("since must be before until")
+        return width, float(last), float(last)
+    first = math.floor(start / width) * width
     if last == first:
         last = first + width
     count = round((last - first) / width)
     if count > MAX_BINS:
-        raise TooManyBins(f"{count} {bin}s between since and until (at most {MAX_BINS}): "
-                          "choose a wider bin or a shorter range")
+        if strict:
+            raise TooManyBins(f"{count} {bin}s between since and until (at most {MAX_BINS}): "
+                              "choose a wider bin or a shorter range")
+        first = last - MAX_BINS * width
     return width, float(first), float(last)
 
 
 def timeline(store: ViewStore, *, bin: str = "hour", since: datetime | None = None, until: datetime | None = None,
-             job_type: str | None = None, definition: str | None = None, now: float | None = None) -> Timeline:
+             job_type: str | None = None, definition: str | None = None, now: float | None = None,
+             strict: bool = True) -> Timeline:
     """Workflows and jobs per status and job-type durations per bin (see the module's doc)."""
-    width, first, last = bin_range(bin, since, until, now)
+    width, first, last = bin_range(bin, since, until, now, strict)
     count = round((last - first) / width)
     workflows: list[dict[str, int]] = [{} for _ in range(count)]
     jobs: list[dict[str, int]] = [{} for _ in range(count)]

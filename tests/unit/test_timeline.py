@@ -91,3 +91,11 @@ def test_ranges() -> None:
         bin_range("week", None, None)
     naive = datetime(2024, 5, 1, 12, 0)  # read as UTC
     assert bin_range("hour", naive, naive + timedelta(hours=1))[1:] == (T0, T0 + 3600)
+
+
+def test_lenient_ranges_are_cut_or_empty() -> None:
+    width, first, last = bin_range("minute", datetime(2020, 1, 1, tzinfo=UTC), datetime.fromtimestamp(T0, UTC),
+                                   strict=False)
+    assert (last - first) / width == MAX_BINS and last == T0
+    assert bin_range("hour", datetime.fromtimestamp(T0 + 7200, UTC), datetime.fromtimestamp(T0, UTC),
+                     strict=False) == (3600, T0, T0)

@@ -2,15 +2,17 @@
 
     GET /api/stats/timeline?bin=hour&since=2024-05-01T00:00:00Z&until=2024-05-02T00:00:00Z&job_type=encode
 
-`bin` is minute, hour or day (bins aligned to UTC); `since` / `until` are ISO 8601 times (no
+`bin` is minute, hour or day (bins aligned to UTC); `since` / `until` are RFC 3339 times (no
 zone: UTC), by default the last 60 minutes, 24 hours or 30 days. See
-`stepflow.projections.timeline` for what falls in a bin. More than 1,500 bins is a 422.
+`stepflow.projections.timeline` for what falls in a bin. A range of more than 1,500 bins is
+cut to the 1,500 that end at `until`, and `since` after `until` is an empty range: the
+answer's `since` and `until` say what was counted (any request the schema allows is answered).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 from starlette.requests import Request
@@ -18,15 +20,17 @@ from starlette.responses import Response
 
 from stepflow.adapters.http import rights
 from stepflow.adapters.http.api_workflows import services_of
-from stepflow.adapters.http.errors import ApiError, decode_query, json_response
+from stepflow.adapters.http.errors import decode_query, json_response
 from stepflow.adapters.http.schemas import Name
-from stepflow.projections.timeline import TooManyBins, timeline
+from stepflow.projections.timeline import timeline
+
+Moment = Annotated[datetime, msgspec.Meta(extra_json_schema={"format": "date-time"})]
 
 
 class TimelineQuery(msgspec.Struct, frozen=True, kw_only=True):
     bin: Literal["minute", "hour", "day"] = "hour"
-    since: datetime | None = None
-    until: datetime | None = None
+    since: Moment | None = None
+    until: Moment | None = None
     job_type: Name | None = None
     definition: Name | None = None
 
@@ -35,11 +39,6 @@ async def stats_timeline(request: Request) -> Response:
     s = services_of(request)
     rights.authenticate(request, s)
     q = decode_query(request, TimelineQuery)
-    try:
-        line = await s.read(timeline, s.store, bin=q.bin, since=q.since, until=q.until, job_type=q.job_type,
-                            definition=q.definition)
-    except TooManyBins as error:
-        raise ApiError(422, str(error), "query.since") from None
-    except ValueError as error:
-        raise ApiError(422, str(error), "query.since") from None
+    line = await s.read(timeline, s.store, bin=q.bin, since=q.since, until=q.until, job_type=q.job_type,
+                        definition=q.definition, strict=False)
     return json_response(line)
