@@ -106,8 +106,7 @@ class _Batch:
         self.jobs_done: set[str] = set()
 
     def run(self, events: list[ev.Event]) -> None:
-        events = [e for e in events if type(e) not in (ev.ActionRefused, ev.WorkerOrdered, ev.MessageQuarantined,
-                                                        ev.MessageSuspected, ev.SuspicionCleared)]
+        events = [e for e in events if type(e) in _HANDLERS]  # workflow events only
         if not events:
             return
         self._load(events)
