@@ -44,15 +44,26 @@ from stepflow.projections.models import (
     WorkflowSummary,
 )
 from stepflow.projections.queries import DEFAULT_TIMEOUT, BadCursor, NotCaughtUp
+from stepflow.projections.timeline import (
+    DurationStats,
+    Timeline,
+    TimelineBin,
+    TooManyBins,
+    timeline,
+)
 from stepflow.projections.workers import GONE_AFTER_S
 
 __all__ = [
     "BadCursor",
+    "DurationStats",
     "JobInfo",
     "JobPage",
     "JobTypeStats",
     "NotCaughtUp",
     "StepInfo",
+    "Timeline",
+    "TimelineBin",
+    "TooManyBins",
     "Views",
     "WorkerInfo",
     "WorkflowDetail",
@@ -139,6 +150,14 @@ class Views:
     def job_type_stats(self, job_type: str | None = None) -> list[JobTypeStats]:
         """Per job type: outcomes, success rate and duration percentiles of completed jobs."""
         return queries.job_stats(self._store, job_type=job_type)
+
+    def timeline(self, *, bin: str = "hour", since: datetime | None = None, until: datetime | None = None,
+                 job_type: str | None = None, definition: str | None = None) -> Timeline:
+        """Workflows and jobs per status, and job-type durations (count, p50, p95), per `bin`
+        (minute, hour or day, aligned to UTC) from `since` to `until` (default: the last 60
+        minutes, 24 hours or 30 days up to now). Every bin is there, empty ones too. A range
+        of more than 1,500 bins raises `TooManyBins`; `since` after `until`, ValueError."""
+        return timeline(self._store, bin=bin, since=since, until=until, job_type=job_type, definition=definition)
 
     def workers(self, *, alive_only: bool = False, gone_after_s: float = GONE_AFTER_S,
                 job_type: str | None = None) -> list[WorkerInfo]:

@@ -219,6 +219,18 @@ class WorkflowEngine(Application[UUID]):
         log.info("action_refused", actor=actor, action=action, definition=definition, workflow_id=workflow_id)
         return stream
 
+    def record_worker_order(self, *, actor: str, instance_id: str, order: str, via: str = "",
+                            request: str = "") -> int:
+        """Record a direct order sent to a worker, in a stream of its own; return its
+        notification id (a position the views can be waited for)."""
+        stream = ev.worker_order_stream_id(str(uuid.uuid4()))
+        recordings = self.save(ev.WorkerOrdered(
+            originator_id=stream, originator_version=1, timestamp=utcnow(), actor=actor,
+            instance_id=instance_id, order=order, via=via, request=request,
+        ))
+        log.info("worker_ordered", actor=actor, instance_id=instance_id, order=order, via=via)
+        return int(recordings[-1].notification.id) if recordings else self.max_notification_id()
+
     def command(self, command: cmd.Command) -> None:
         """One command from an operator or API: raise `Rejected` instead of returning it."""
         (outcome,) = self.execute([command])

@@ -275,9 +275,33 @@ def refusal_stream_id(key: str) -> UUID:
     return uuid5(REFUSAL_NAMESPACE, key)
 
 
+class WorkerOrdered(Event, frozen=True, kw_only=True):
+    """An operator sent a worker a direct order (`stepflow worker-control`, the HTTP API or
+    the web view), kept for the audit log and for the workers view (a paused worker shows as
+    paused: the SDK itself only reports Idle or Busy).
+
+    Its own one-event stream (`worker_order_stream_id`), like `ActionRefused`; `actor` is who
+    sent it. `order` is the protocol's name (`status`, `stop_consuming_jobs`,
+    `resume_consuming_jobs`, `stop_worker`); `via` says which door it came through.
+    """
+
+    instance_id: str
+    order: str
+    via: str = ""  # cli, http
+    request: str = ""  # e.g. "POST /api/workers/…/pause"
+
+
+WORKER_ORDER_NAMESPACE = UUID("d4a6c2e8-1f3b-4b7a-9c5e-6e2f8a1b3c47")
+
+
+def worker_order_stream_id(key: str) -> UUID:
+    return uuid5(WORKER_ORDER_NAMESPACE, key)
+
+
 # Every event type the store holds, workflow streams or not: one codec reads them all.
 STORED_EVENTS: tuple[type[Event], ...] = (
     *get_args(WorkflowEvent), MessageQuarantined, MessageSuspected, SuspicionCleared, ActionRefused,
+    WorkerOrdered,
 )
 codec = VersionedCodec(STORED_EVENTS)
 

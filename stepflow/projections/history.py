@@ -113,6 +113,7 @@ AUDIT_KINDS: dict[str, tuple[type[ev.Event], ...]] = {
     "late": (ev.LateAnswerReceived,),
     "suspect": (ev.MessageSuspected, ev.SuspicionCleared),  # the crash-loop breaker's attempts
     "refused": (ev.ActionRefused,),
+    "worker": (ev.WorkerOrdered,),  # direct orders operators sent to workers
 }
 
 

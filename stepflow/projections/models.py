@@ -98,12 +98,16 @@ class WorkerInfo(msgspec.Struct, frozen=True, kw_only=True):
     version: str | None
     sdk_version: str | None
     direct_queue: str | None
-    status: str  # alive | gone (no heartbeat within the timeout) | terminated
+    status: str  # alive | paused (alive, told to stop consuming) | gone (no heartbeat within the timeout) | terminated
     activity: str | None  # Idle | Busy, from the last status message
     current_job: str | None
     first_seen: datetime
     last_seen: datetime
     terminated_at: datetime | None
+    running_jobs: tuple[str, ...] = ()  # jobs processing whose last progress came from this worker
+    last_order: str | None = None  # the last direct order an operator sent it (WorkerOrdered)
+    ordered_by: str | None = None
+    ordered_at: datetime | None = None
 
 
 class JobTypeStats(msgspec.Struct, frozen=True, kw_only=True):

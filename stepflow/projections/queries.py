@@ -30,7 +30,8 @@ from stepflow.projections.models import (
 )
 from stepflow.projections.results import dt, job_info, step_info, summary
 from stepflow.projections.rows import JOBS, STEPS, WORKFLOWS, JobRow, StepRow, WorkflowRow
-from stepflow.projections.store import ViewStore
+from stepflow.projections.store import ViewStore, fetch_in
+from stepflow.projections.worker_orders import ORDERS, OrderRow
 from stepflow.projections.workers import GONE_AFTER_S, WORKERS, WorkerRow
 
 DEFAULT_TIMEOUT = 10.0
@@ -198,7 +199,13 @@ def list_jobs(
 
 def list_workers(store: ViewStore, *, now: datetime | None = None, gone_after_s: float = GONE_AFTER_S,
                  include_gone: bool = True, job_type: str | None = None) -> list[WorkerInfo]:
-    """Known workers, by job type then instance; `status` says alive, gone or terminated."""
+    """Known workers, by job type then instance; `status` says alive, paused, gone or terminated.
+
+    Paused: alive, and its last pause order (`WorkerOrdered`, the `worker_orders` view) came
+    after its last resume, or it said so itself (activity `Suspended`, as some SDKs do).
+    `running_jobs`: the jobs in progress whose last progress report came from it (the job
+    view; a job that has not reported progress yet names no worker).
+    """
     moment = now.timestamp() if now is not None else time.time()
     sql = WORKERS.select()
     params: list[Any] = []
@@ -207,17 +214,29 @@ def list_workers(store: ViewStore, *, now: datetime | None = None, gone_after_s:
         params.append(job_type)
     with store.read() as tx:
         rows = [WorkerRow(*r) for r in tx.query(sql + " ORDER BY job_type, instance_id", params)]
+        orders = {r[0]: OrderRow(*r) for r in fetch_in(tx, ORDERS.select(), "instance_id",
+                                                       [row.instance_id for row in rows])}
+        running: dict[str, list[str]] = {}
+        for worker, job_id in tx.query("SELECT worker, job_id FROM sf_jobs WHERE status = 'processing' "
+                                       "AND worker IS NOT NULL ORDER BY seq"):
+            running.setdefault(worker, []).append(job_id)
     out = []
     for row in rows:
+        order = orders.get(row.instance_id)
+        paused = (order is not None and order.paused_at is not None) or row.activity == "Suspended"
         status = ("terminated" if row.terminated_at is not None
-                  else "gone" if row.last_seen < moment - gone_after_s else "alive")
-        if status != "alive" and not include_gone:
+                  else "gone" if row.last_seen < moment - gone_after_s
+                  else "paused" if paused else "alive")
+        if status not in ("alive", "paused") and not include_gone:
             continue
         out.append(WorkerInfo(
             instance_id=row.instance_id, job_type=row.job_type, label=row.label, description=row.description,
             version=row.version, sdk_version=row.sdk_version, direct_queue=row.direct_queue, status=status,
             activity=row.activity, current_job=row.current_job, first_seen=dt(row.first_seen),  # type: ignore[arg-type]
             last_seen=dt(row.last_seen), terminated_at=dt(row.terminated_at),  # type: ignore[arg-type]
+            running_jobs=tuple(running.get(row.instance_id, ())),
+            last_order=order.last_order if order else None, ordered_by=order.ordered_by if order else None,
+            ordered_at=dt(order.ordered_at) if order else None,
         ))
     return out
 

@@ -111,5 +111,6 @@ JOBS = Table(
     _columns(JobRow, {}),
     key=("seq",),
     unique=("job_id",),
-    indexes=(("workflow_id",), ("status", "seq"), ("job_type", "seq")),
+    # submitted_at, ended_at: the time bins of `stepflow.projections.timeline`
+    indexes=(("workflow_id",), ("status", "seq"), ("job_type", "seq"), ("submitted_at",), ("ended_at",)),
 )

@@ -37,9 +37,11 @@ from typing import Any, ClassVar, Protocol
 import structlog
 
 from stepflow.engine import events as ev
+from stepflow.projections.definition_stats import DefinitionStatsProjection
 from stepflow.projections.job_stats import JobStatsProjection
 from stepflow.projections.log import log_reader
 from stepflow.projections.store import PositionMoved, Table, Tx, ViewStore, open_view_store
+from stepflow.projections.worker_orders import WorkerOrdersProjection
 from stepflow.projections.workflows import WorkflowsProjection
 
 log = structlog.get_logger("stepflow.projections")
@@ -72,7 +74,7 @@ class Projection(Protocol):
 
 
 def default_projections() -> list[Projection]:
-    return [WorkflowsProjection(), JobStatsProjection()]
+    return [WorkflowsProjection(), JobStatsProjection(), DefinitionStatsProjection(), WorkerOrdersProjection()]
 
 
 class ProjectionRunner:

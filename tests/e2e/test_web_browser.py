@@ -116,7 +116,7 @@ class Embedded:
         runtime = EmbeddedRuntime(engine, [workers(self.gate)], projections=True)
         assert runtime.read_side is not None
         http = HttpService(engine, "127.0.0.1:0", catalog=DefinitionCatalog([build_definition(DEFINITION)]),
-                           auth=TokenAuth.with_tokens({TOKEN: ("tester", ("ops",))}), runner=runtime.read_side.runner)
+                           auth=TokenAuth.with_tokens({TOKEN: ("tester", ("ops", "workers"))}), runner=runtime.read_side.runner)
         async with runtime:
             await http.start(runtime.backend)
             self.url = http.url
@@ -166,7 +166,7 @@ def test_a_workflow_page_follows_the_run_to_completed(stack: Embedded, tmp_path:
         driver.get(stack.url + "/")
         wait.until(EC.visibility_of_element_located((By.ID, "token"))).send_keys(TOKEN)
         driver.find_element(By.ID, "token-save").click()
-        wait.until(EC.text_to_be_present_in_element((By.ID, "who"), "tester (ops)"))
+        wait.until(EC.text_to_be_present_in_element((By.ID, "who"), "tester (ops, workers)"))
         wait.until(lambda d: Select(d.find_element(By.ID, "start-definition")).options)
         assert '"frames"' in driver.find_element(By.ID, "start-parameters").get_attribute("value")
         driver.find_element(By.ID, "start-labels").send_keys("browser")
@@ -198,12 +198,38 @@ def test_a_workflow_page_follows_the_run_to_completed(stack: Embedded, tmp_path:
 
         driver.get(stack.url + "/workers")
         wait.until(lambda d: status_of(".worker-row") == ["alive"])
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '.worker-row button[data-action="pause"]'))).click()
+        wait.until(lambda d: status_of(".worker-row") == ["paused"])
+        wait.until(EC.text_to_be_present_in_element((By.ID, "message"), "Pause sent to"))
+        assert "stop_consuming_jobs by tester" in text_of(".worker-row")
+        assert driver.find_element(By.CSS_SELECTOR, '.worker-row button[data-action="pause"]').get_attribute("disabled")
+        driver.save_screenshot(str(ARTIFACTS / "web_workers_paused.png"))
+        wait.until(EC.element_to_be_clickable((By.CSS_SELECTOR, '.worker-row button[data-action="resume"]'))).click()
+        wait.until(lambda d: status_of(".worker-row") == ["alive"])
         driver.save_screenshot(str(ARTIFACTS / "web_workers.png"))
 
         driver.get(stack.url + "/stats")
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'rect.chart-bar[data-job-type="render"]'))
         assert set(driver.execute_script(
             "return [...document.querySelectorAll('rect.chart-bar')].map(e => e.dataset.jobType)")) == {"gate", "render"}
+        assert text_of('#workflow-counts .count-card[data-status="completed"]') == "completed1"
+        # the label is dark grey text on the card's white, never on a coloured fill
+        assert driver.execute_script("const s = getComputedStyle(document.querySelector('#workflow-counts .count-card span'));"
+                                     "return [s.color, s.backgroundColor]") == ["rgb(107, 115, 128)", "rgba(0, 0, 0, 0)"]
+        # every value label sits beside its bar, never on it (dark text on a coloured bar was unreadable)
+        assert driver.execute_script("""return [...document.querySelectorAll('#chart rect.chart-bar')].every(r =>
+            { const t = r.nextElementSibling; return t.tagName === 'text' &&
+              Number(t.getAttribute('x')) >= Number(r.getAttribute('x')) + Number(r.getAttribute('width')); })""")
+        # the timeline chart: this hour's column holds the one workflow, completed; then the five jobs
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, 'rect.timeline-bar[data-status="completed"]'))
+        counts = driver.execute_script(
+            "return [...document.querySelectorAll('rect.timeline-bar')].map(e => [e.dataset.status, +e.dataset.count])")
+        assert counts == [["completed", 1]]
+        Select(driver.find_element(By.ID, "timeline-kind")).select_by_value("jobs")
+        wait.until(lambda d: d.execute_script(
+            "return [...document.querySelectorAll('rect.timeline-bar')].map(e => +e.dataset.count)") == [5])
+        assert {"gate", "render"} <= set(driver.execute_script(
+            "return [...document.querySelectorAll('.duration-row td:nth-child(2)')].map(e => e.textContent)"))
         driver.save_screenshot(str(ARTIFACTS / "web_stats.png"))
         errors = [entry for entry in driver.get_log("browser") if entry["level"] == "SEVERE"
                   and "status of 401" not in entry["message"]]  # the calls before signing in

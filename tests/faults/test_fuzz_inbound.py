@@ -74,9 +74,9 @@ def counters(url: str) -> dict[str, int]:
     text = httpx.get(url + "/metrics", timeout=10).text
     values = {}
     for key, name in COUNTERS.items():
-        match = re.search(rf"^{name} (\d+)$", text, re.MULTILINE)
+        match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)  # a Prometheus number: 3.0
         assert match, f"{name} not in /metrics"
-        values[key] = int(match.group(1))
+        values[key] = int(float(match.group(1)))
     return values
 
 

@@ -20,6 +20,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit"))
 from pg_fixtures import PG_SERVER, fresh_schema, pg_connect
 from test_projections_views import INGEST, dump, play_story
+from test_timeline import check_timeline
 
 from stepflow.adapters.cli import main
 from stepflow.adapters.persistence import engine_env
@@ -172,3 +173,7 @@ def test_read_your_writes_with_wait_for(engine: WorkflowEngine) -> None:
         assert detail is not None and detail.workflow.status == "running"
     finally:
         runner.close()
+
+
+def test_timeline_bins_on_postgres(runner: ProjectionRunner) -> None:
+    check_timeline(runner.store)  # the same rows and answers as on SQLite (FLOOR for the bin there)

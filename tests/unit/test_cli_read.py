@@ -203,7 +203,7 @@ def test_retry_a_job_by_its_short_id(ids: dict[str, UUID], cli: Cli) -> None:
 def test_rebuild_and_project_once(ids: dict[str, UUID], cli: Cli) -> None:
     before = cli.json_lines("show", str(ids["done"]))
     code, _, err = cli("rebuild", "--quiet")
-    assert code == 0 and "rebuilt workflows, job_stats:" in err and "events/s" in err
+    assert code == 0 and "rebuilt workflows, job_stats, definition_stats, worker_orders:" in err and "events/s" in err
     assert cli.json_lines("show", str(ids["done"]), "--no-catch-up") == before
     code, _, err = cli("rebuild", "job_stats")
     assert code == 0 and "rebuilding [" in err

@@ -310,3 +310,52 @@ def test_pages_and_static_files(client: TestClient) -> None:
     for name in ("app.js", "list.js", "workflow.js", "workers.js", "stats.js", "style.css"):
         assert client.get(f"/static/{name}").status_code == 200
     assert client.get("/static/nope.js").status_code == 404
+
+
+def test_stats_timeline(client: TestClient) -> None:
+    start(client)
+    line = client.get("/api/stats/timeline", params={"bin": "minute"}).json()
+    assert line["bin"] == "minute" and len(line["bins"]) in (60, 61)
+    assert sum(b["workflows"].get("running", 0) for b in line["bins"]) == 1
+    assert sum(b["jobs"].get("queued", 0) for b in line["bins"]) == 1
+    day = client.get("/api/stats/timeline", params={"bin": "day", "since": "2024-05-01T00:00:00Z",
+                                                    "until": "2024-05-03T00:00:00"}).json()
+    assert [b["start"] for b in day["bins"]] == ["2024-05-01T00:00:00Z", "2024-05-02T00:00:00Z"]
+    cut = client.get("/api/stats/timeline", params={"bin": "minute", "since": "2020-01-01T00:00:00Z",
+                                                    "until": "2024-01-01T00:00:00Z"}).json()
+    assert len(cut["bins"]) == 1500 and cut["since"] == "2023-12-30T23:00:00Z"  # the last 1,500 minutes: 25 h
+    reversed_range = client.get("/api/stats/timeline", params={"since": "2024-01-02T00:00:00Z",
+                                                               "until": "2024-01-01T00:00:00Z"}).json()
+    assert reversed_range["bins"] == []
+    assert client.get("/api/stats/timeline", params={"until": "yesterday"}).json()["field"] == "query.until"
+    bad = client.get("/api/stats/timeline", params={"bin": "week"})
+    assert bad.status_code == 422 and bad.json()["field"] == "query.bin"
+
+
+def test_an_unknown_status_lists_the_valid_ones(client: TestClient) -> None:
+    from stepflow.engine.statuses import JOB_STATUSES, WORKFLOW_STATUSES
+
+    bad = client.get("/api/workflows", params={"status": "running,nope"})
+    assert bad.status_code == 422 and bad.json()["field"] == "query.status"
+    message = bad.json()["message"]
+    assert message.startswith("unknown workflow status 'nope'; valid: " + ", ".join(WORKFLOW_STATUSES))
+    assert "regex" not in message and "^(" not in message
+    jobs = client.get("/api/jobs", params={"status": "done"}).json()
+    assert jobs["message"].startswith("unknown job status 'done'; valid: " + ", ".join(JOB_STATUSES))
+    assert client.get("/api/workflows", params={"status": "running,completed"}).status_code == 200
+
+
+def test_an_idempotency_key_reused_with_another_body_is_a_conflict(client: TestClient) -> None:
+    headers = {"Idempotency-Key": "order-43"}
+    first = client.post("/api/workflows", json={"definition": "pipeline", "parameters": {"size": 3}}, headers=headers)
+    assert first.status_code == 201
+    # the same request (the default spelled out or not) is the same workflow
+    again = client.post("/api/workflows", json={"definition": "pipeline"}, headers=headers)
+    assert again.status_code == 201 and again.json()["workflow_id"] == first.json()["workflow_id"]
+    for body in ({"definition": "pipeline", "parameters": {"size": 4}}, {"definition": "pipeline", "labels": ["x"]},
+                 {"definition": "pipeline", "version": "1.0.0"}):
+        clash = client.post("/api/workflows", json=body, headers=headers)
+        assert clash.status_code == 409, body
+        assert clash.json()["field"] == "header.Idempotency-Key"
+        assert "already used for another request" in clash.json()["message"]
+        assert first.json()["workflow_id"] in clash.json()["message"]

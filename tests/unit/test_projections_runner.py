@@ -42,10 +42,11 @@ def test_rebuild_equals_the_live_view_row_for_row(engine: WorkflowEngine, runner
 
 
 def test_tracking_position_moves_with_each_batch(engine: WorkflowEngine, runner: ProjectionRunner) -> None:
-    assert runner.positions() == {"workflows": 0, "job_stats": 0}
+    views = ("workflows", "job_stats", "definition_stats", "worker_orders")
+    assert runner.positions() == dict.fromkeys(views, 0)
     engine.start_workflow(INGEST)
     assert runner.run_once() == 2
-    assert runner.positions() == {"workflows": 2, "job_stats": 2}
+    assert runner.positions() == dict.fromkeys(views, 2)
     assert runner.run_once() == 0
     assert run_projections_once(engine, runner.store) == 0
 

@@ -127,7 +127,10 @@ def story(engine: WorkflowEngine, runner: ProjectionRunner) -> dict[str, UUID]:
 
 
 def dump(store: ViewStore, tables: tuple[str, ...] = ("sf_workflows", "sf_workflow_labels", "sf_steps",
-                                                        "sf_jobs", "sf_job_type_stats", "sf_job_stats_open")
+                                                        "sf_jobs", "sf_job_type_stats", "sf_job_stats_open",
+                                                        "sf_definition_stats", "sf_definition_durations",
+                                                        "sf_definition_runs", "sf_definition_open_steps",
+                                                        "sf_definition_open_jobs", "sf_worker_orders")
          ) -> dict[str, list[tuple[Any, ...]]]:
     with store.read() as tx:
         return {t: sorted(tx.query(f"SELECT * FROM {t}"), key=repr) for t in tables}

@@ -27,7 +27,8 @@ from stepflow.settings import Settings, SettingsError, load_settings
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 # Each module defines `register(subparsers)`; its parsers set `func(args) -> int`.
-COMMAND_MODULES = ("run", "serve", "worker", "reads", "history", "projections", "control", "config")
+COMMAND_MODULES = ("run", "serve", "worker", "reads", "history", "projections", "control", "config",
+                   "workers_control", "stats")
 
 
 def default_actor(settings: Settings | None = None) -> str:

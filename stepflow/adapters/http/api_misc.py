@@ -23,6 +23,7 @@ from stepflow.adapters.http.schemas import (
     StatsQuery,
     WorkerList,
 )
+from stepflow.adapters.worker_control import ACTIONS
 from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
 from stepflow.engine.statuses import JOB_STATUSES
 from stepflow.projections import ViewStore, queries
@@ -106,8 +107,9 @@ async def get_job(request: Request) -> Response:
 
 async def list_workers(request: Request) -> Response:
     s = services_of(request)
-    rights.authenticate(request, s)
-    return json_response(WorkerList(items=tuple(await s.read(queries.list_workers, s.store))))
+    principal = rights.authenticate(request, s)
+    can = ACTIONS if rights.may_control_workers(principal) and s.backend is not None else ()
+    return json_response(WorkerList(items=tuple(await s.read(queries.list_workers, s.store)), can=can))
 
 
 async def stats(request: Request) -> Response:

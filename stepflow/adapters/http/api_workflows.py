@@ -25,7 +25,9 @@ from stepflow.adapters.http.schemas import (
 )
 from stepflow.adapters.http.services import Services
 from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
 from stepflow.engine.definitions import DefinitionError, WorkflowDefinition
+from stepflow.engine.parameters import resolve_parameters
 from stepflow.engine.statuses import WORKFLOW_STATUSES
 from stepflow.engine.workflow import Rejected
 from stepflow.projections import queries
@@ -107,9 +109,33 @@ async def start_workflow(request: Request) -> Response:
         raise ApiError(422, error.reason, error.path) from None
     except Rejected as error:
         raise ApiError(409, str(error)) from None
+    if key:
+        await _same_request_or_conflict(s, workflow_id, key, definition, dict(body.parameters), body.labels)
     started = Started(workflow_id=str(workflow_id), definition=definition.identifier, version=definition.version,
                       notification_id=position)
     return json_response(started, 201, headers={"Location": f"/api/workflows/{workflow_id}"})
+
+
+async def _same_request_or_conflict(s: Services, workflow_id: UUID, key: str, definition: WorkflowDefinition,
+                                    parameters: dict[str, Any], labels: tuple[str, ...]) -> None:
+    """A repeated `Idempotency-Key` gets the workflow it started only if the request is the same
+    one (definition, version, parameters with their defaults, labels); another body under the
+    same key is a 409, not a silent answer about a workflow the caller did not ask for."""
+    first = await s.read(_started_event, s.engine, workflow_id)
+    if first is None:
+        return
+    same = (first.definition.identifier == definition.identifier and first.definition.version == definition.version
+            and first.labels == tuple(labels) and first.parameters == resolve_parameters(definition, parameters))
+    if not same:
+        raise ApiError(409, f"Idempotency-Key {key[:60]!r} was already used for another request, which started "
+                            f"workflow {workflow_id} ({first.definition.identifier} {first.definition.version}); "
+                            "repeat that request's body to get it again, or use a new key to start another workflow",
+                       "header.Idempotency-Key")
+
+
+def _started_event(engine: Any, workflow_id: UUID) -> ev.WorkflowStarted | None:
+    first = next(iter(engine.events.get(workflow_id, limit=1)), None)
+    return first if isinstance(first, ev.WorkflowStarted) else None
 
 
 async def get_workflow(request: Request) -> Response:

@@ -60,6 +60,7 @@ def create_app(engine: WorkflowEngine, *, runner: ProjectionRunner | None = None
         finally:
             if own_runner:
                 runner.close()
+            await services.queue_depths.close()
             services.close()
 
     routes: list[Any] = [Route(e.path, e.handler, methods=[e.method]) for e in ENDPOINTS]

@@ -14,7 +14,7 @@ import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 
-from stepflow.adapters.http.schemas import ErrorBody
+from stepflow.adapters.http.schemas import QUERY_CHOICES, ErrorBody
 
 MAX_BODY_BYTES = 1_048_576
 T = TypeVar("T")
@@ -85,6 +85,11 @@ def decode_query(request: Request, type_: type[T]) -> T:
         if key in params:
             raise ApiError(422, f"query parameter {key!r} given more than once", f"query.{key}")
         params[key] = value
+    for key, (what, valid) in QUERY_CHOICES.get(type_, {}).items():
+        for item in params.get(key, "").split(","):
+            if key in params and item.strip() not in valid:
+                raise ApiError(422, f"unknown {what} {item.strip()[:60]!r}; valid: {', '.join(valid)} "
+                                    "(one, or several separated by commas)", f"query.{key}")
     try:
         return msgspec.convert(params, type_, strict=False)
     except msgspec.ValidationError as error:

@@ -65,7 +65,8 @@ def _operation(e: Endpoint, components: dict[str, Any], refs: dict[type, Any]) -
     responses: dict[str, Any] = {str(status): {"description": "OK", "content": content}}
     for code in e.errors:
         schema = refs[body] if code == 503 and e.path == "/readyz" else refs[ErrorBody]
-        responses[str(code)] = {"description": _ERROR_TEXT.get(code, "error"),
+        words = e.extra.get("error_text", {}).get(code) or _ERROR_TEXT.get(code, "error")
+        responses[str(code)] = {"description": words,
                                 "content": {"application/json": {"schema": schema}}}
     if code_401 := responses.get("401"):
         code_401["headers"] = {"WWW-Authenticate": {"schema": {"type": "string"}}}

@@ -13,6 +13,10 @@ the admin group (`STEPFLOW_HTTP_ADMIN_GROUP`, default `admin`) may always. A wor
 judged by the rights of the definition it was started with (kept in its first event), so
 editing a definition file never changes who may touch workflows already running.
 
+Workers belong to no definition, so controlling them (status, pause, resume, stop: `POST
+/api/workers/{instance_id}/{action}`) is the `workers` right, held by the members of the
+group `workers` (`WORKERS_GROUP`) and of the admin group.
+
 A refusal is a 403 and an `ActionRefused` event (who, which groups, what, on which
 definition and workflow, which request) in the audit log (`stepflow audit`, `GET /api/audit`).
 Listings simply leave out what the user may not view (`hidden` counts them), unrecorded.
@@ -26,6 +30,8 @@ from stepflow.adapters.http.auth import Principal
 from stepflow.adapters.http.errors import ApiError
 from stepflow.adapters.http.services import Services
 from stepflow.engine.definitions import ACTIONS, WorkflowDefinition
+
+WORKERS_GROUP = "workers"
 
 
 def authenticate(request: Request, services: Services) -> Principal:
@@ -68,3 +74,17 @@ async def require_admin(request: Request, services: Services, principal: Princip
     await services.record_refused(actor=principal.user, action=action, groups=principal.groups,
                                   request=f"{request.method} {request.url.path}", reason="admins only")
     raise ApiError(403, f"user {principal.user!r} may not {action}: admins only")
+
+
+def may_control_workers(principal: Principal) -> bool:
+    return principal.admin or WORKERS_GROUP in principal.groups
+
+
+async def require_workers(request: Request, services: Services, principal: Principal, action: str) -> None:
+    """Pass if the user holds the `workers` right, or record the refusal and raise a 403."""
+    if may_control_workers(principal):
+        return
+    reason = f"needs the workers right (group {WORKERS_GROUP!r} or admin)"
+    await services.record_refused(actor=principal.user, action=f"{action} workers", groups=principal.groups,
+                                  request=f"{request.method} {request.url.path}", reason=reason)
+    raise ApiError(403, f"user {principal.user!r} may not {action} workers: {reason}")

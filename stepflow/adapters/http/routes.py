@@ -14,13 +14,20 @@ from stepflow.adapters.http import api_misc as m
 from stepflow.adapters.http import api_workflows as w
 from stepflow.adapters.http import metrics, rights
 from stepflow.adapters.http import schemas as s
+from stepflow.adapters.http.api_stats import TimelineQuery, stats_timeline
 from stepflow.adapters.http.api_stream import stream_workflow
+from stepflow.adapters.http.api_workers import order_worker
 from stepflow.adapters.http.health import healthz, readyz
 from stepflow.adapters.http.services import Services
+from stepflow.projections.timeline import Timeline
 
 Handler = Callable[[Request], Awaitable[Response]]
 WORKFLOW_ID = ("workflow_id", {"type": "string", "format": "uuid"}, "a workflow id")
 JOB_ID = ("job_id", {"type": "string", "minLength": 1, "maxLength": 100}, "a job id (every attempt has its own)")
+INSTANCE_ID = ("instance_id", {"type": "string", "minLength": 1, "maxLength": 200}, "a worker's instance id")
+WORKER_ACTION = ("action", {"type": "string", "enum": ["status", "pause", "resume", "stop"]},
+                 ("status: ask for a status answer; pause: stop taking orders (stop_consuming_jobs); "
+                 "resume: take orders again; stop: finish running jobs and exit (stop_worker)"))
 IDENTIFIER = ("identifier", {"type": "string", "minLength": 1, "maxLength": 200}, "a definition identifier")
 
 
@@ -64,7 +71,10 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              (200, s.DefinitionView), query=m._VersionQuery, path_params=(IDENTIFIER,), errors=(401, 403, 404, 422)),
     Endpoint("POST", "/api/workflows", w.start_workflow, "Start a workflow of a stored definition", "workflows",
              (201, s.Started), body=s.StartRequest, errors=(400, 401, 403, 404, 409, 413, 422),
-             headers=(("Idempotency-Key", "repeat a start safely: the same key starts one workflow"),)),
+             headers=(("Idempotency-Key", ("repeat a start safely: the same key and body start one workflow; "
+                                          "the same key with another body is a 409")),),
+             extra={"error_text": {409: "refused: the workflow exists, or the Idempotency-Key was used for "
+                                        "another request"}}),
     Endpoint("GET", "/api/workflows", w.list_workflows, "Workflows, newest first, filtered and paginated",
              "workflows", (200, s.WorkflowList), query=s.WorkflowQuery, errors=(401, 422)),
     Endpoint("GET", "/api/workflows/{workflow_id}", w.get_workflow, "A workflow with its steps and jobs",
@@ -91,8 +101,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     Endpoint("GET", "/api/jobs/{job_id}", m.get_job, "One job attempt", "jobs", (200, s.JobInfo),
              path_params=(JOB_ID,), errors=(401, 403, 404)),
     Endpoint("GET", "/api/workers", m.list_workers, "Known workers", "workers", (200, s.WorkerList)),
+    Endpoint("POST", "/api/workers/{instance_id}/{action}", order_worker,
+             "Send a worker a control order (right: workers)", "workers", (202, s.WorkerOrderDone),
+             path_params=(INSTANCE_ID, WORKER_ACTION), errors=(401, 403, 404, 409, 422, 503),
+             extra={"error_text": {403: "no workers right (group `workers` or admin; recorded in the audit log)",
+                                   404: "no such worker in the workers view", 409: "the worker has terminated",
+                                   503: "no backend in this process to send the order through"}}),
     Endpoint("GET", "/api/stats", m.stats, "Workflows by status; outcomes and durations per job type", "stats",
              (200, s.Stats), query=s.StatsQuery, errors=(401, 422)),
+    Endpoint("GET", "/api/stats/timeline", stats_timeline,
+             "Workflows and jobs per status, job-type durations (count, p50, p95), per minute, hour or day",
+             "stats", (200, Timeline), query=TimelineQuery, errors=(401, 422)),
     Endpoint("GET", "/api/audit", m.audit_log, "The audit log: every stored event with who and why (admins)",
              "audit", (200, m.AuditPage), query=m.AuditQuery, errors=(401, 403, 422)),
     Endpoint("GET", "/metrics", _metrics, "Prometheus metrics", "operations", (200, None),

@@ -75,6 +75,14 @@ class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):
     job_type: Name | None = None
 
 
+# Query fields that take one or several of a fixed list (comma-separated): checked before the
+# Struct's pattern, so a wrong value is answered with the list of valid ones, not the regex.
+QUERY_CHOICES: dict[type, dict[str, tuple[str, tuple[str, ...]]]] = {
+    WorkflowQuery: {"status": ("workflow status", WORKFLOW_STATUSES)},
+    JobQuery: {"status": ("job status", JOB_STATUSES)},
+}
+
+
 # --- responses ----------------------------------------------------------------------------
 
 
@@ -154,6 +162,17 @@ class DefinitionView(msgspec.Struct, frozen=True, kw_only=True):
 
 class WorkerList(msgspec.Struct, frozen=True, kw_only=True):
     items: tuple[WorkerInfo, ...]
+    can: tuple[str, ...] = ()  # the worker controls this user may use (the `workers` right)
+
+
+class WorkerOrderDone(msgspec.Struct, frozen=True, kw_only=True):
+    """A direct order sent to a worker (and recorded as `WorkerOrdered`). Sent, not done: the
+    worker acts on it when it reads its direct queue; `GET /api/workers` shows the effect."""
+
+    instance_id: str
+    action: str  # status | pause | resume | stop
+    order: str  # the protocol's direct order
+    notification_id: int  # of the WorkerOrdered event
 
 
 class Stats(msgspec.Struct, frozen=True, kw_only=True):

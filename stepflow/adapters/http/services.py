@@ -21,6 +21,8 @@ from starlette.concurrency import run_in_threadpool
 
 from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
+from stepflow.adapters.http.queues import QueueDepths
+from stepflow.adapters.worker_control import ORDERS, direct_order
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
@@ -47,6 +49,7 @@ class Services:
         self._writer: ThreadPoolExecutor | None = None
         self._definitions: OrderedDict[str, WorkflowDefinition] = OrderedDict()
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
+        self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
 
     # --- threads ------------------------------------------------------------------------
 
@@ -88,6 +91,16 @@ class Services:
     async def settled(self) -> int:
         """Wake the views and wait (briefly) until they show our own last write."""
         position = await self.read(self.engine.max_notification_id)
+        self.runner.wake()
+        await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
+        return position
+
+    async def order_worker(self, instance_id: str, action: str, *, actor: str, request: str) -> int:
+        """Send a worker a direct order through the backend's broker, record it (`WorkerOrdered`),
+        and return a position the views have reached (so the listing shows it)."""
+        await self.backend.broker.publish_direct(direct_order(instance_id, action))
+        position: int = await self.write(self.engine.record_worker_order, actor=actor, instance_id=instance_id,
+                                         order=ORDERS[action], via="http", request=request)
         self.runner.wake()
         await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
         return position
