@@ -13,10 +13,12 @@ from __future__ import annotations
 import argparse
 import sys
 
+import msgspec
+
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK
 from stepflow.adapters.cli.formatting import emit_json, parse_time, render_detail, table, when
 from stepflow.adapters.cli.session import Session, UsageError, read_command
-from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, timeline
+from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, records, timeline
 from stepflow.projections.replay import ReplayError, check_determinism, replay
 
 
@@ -51,11 +53,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         events = s.engine.history(workflow_id)
     if not events:
         raise UsageError(f"unknown workflow {args.workflow_id}")
-    entries = timeline(events)
     if args.json:
-        for entry in entries:
-            emit_json(entry)
+        for record in records(events):
+            emit_json(record)
         return EXIT_OK
+    entries = timeline(events)
     table(((e.version, when(e.time, precise=True), e.event, e.step_id, (e.job_id or "")[:8], e.attempt,
             e.cause, e.actor, e.detail) for e in entries),
           ("V", "TIME", "EVENT", "STEP", "JOB", "TRY", "CAUSE", "ACTOR", "DETAIL"))
@@ -67,12 +69,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.check:
             ids = [s.workflow_id(text) for text in args.workflow_id] or None
             report = check_determinism(s.engine, ids)
+            if args.json:  # one object: the verdict, the counts and every divergence
+                emit_json({"ok": report.ok, **msgspec.to_builtins(report)})
+                return EXIT_OK if report.ok else EXIT_FAILED
             for divergence in report.divergences:
-                if args.json:
-                    emit_json(divergence)
-                else:
-                    print(f"{divergence.workflow_id} after v{divergence.version} {divergence.fact}: "
-                          f"{divergence.message}")
+                print(f"{divergence.workflow_id} after v{divergence.version} {divergence.fact}: "
+                      f"{divergence.message}")
             print(f"checked {report.workflows} workflow(s), {report.events} events: "
                   f"{len(report.divergences)} divergence(s)", file=sys.stderr)
             return EXIT_OK if report.ok else EXIT_FAILED
