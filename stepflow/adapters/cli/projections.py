@@ -18,8 +18,7 @@ import structlog
 
 from stepflow.adapters.cli import EXIT_OK, common
 from stepflow.adapters.cli.formatting import ProgressBar
-from stepflow.adapters.cli.session import UsageError, guarded
-from stepflow.adapters.persistence import open_engine
+from stepflow.adapters.cli.session import UsageError, guarded, open_existing, store_of
 from stepflow.projections import ProjectionRunner
 
 log = structlog.get_logger("stepflow.cli")
@@ -41,7 +40,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 
 def cmd_project(args: argparse.Namespace) -> int:
-    engine = open_engine(args.store)
+    engine = open_existing(store_of(args))
     runner = ProjectionRunner(engine, batch_size=args.batch_size, poll_interval=args.poll_interval)
     try:
         log.info("projections_starting", positions=runner.positions(), end=engine.max_notification_id())
@@ -65,7 +64,7 @@ def cmd_project(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    engine = open_engine(args.store)
+    engine = open_existing(store_of(args))
     runner = ProjectionRunner(engine)
     try:
         unknown = set(args.views) - set(runner.names)

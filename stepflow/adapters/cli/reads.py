@@ -32,7 +32,8 @@ from stepflow.projections import WorkersView, queries
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p = read_command(sub, "workflows", "list workflows, newest first", cmd_workflows)
-    p.add_argument("--status", action="append", help=f"{', '.join(WORKFLOW_STATUSES)} (repeatable)")
+    p.add_argument("--status", action="append", choices=WORKFLOW_STATUSES, metavar="STATUS",
+                   help=f"{', '.join(WORKFLOW_STATUSES)} (repeatable)")
     p.add_argument("--definition", help="definition identifier")
     p.add_argument("--label", help="a workflow label or definition tag")
     p.add_argument("--since", type=parse_time, help="started at or after (ISO 8601 or 2h, 7d...)")
@@ -46,7 +47,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("workflow_id")
 
     p = read_command(sub, "jobs", "list jobs (every attempt), newest first", cmd_jobs)
-    p.add_argument("--status", action="append", help=f"{', '.join(JOB_STATUSES)} (repeatable)")
+    p.add_argument("--status", action="append", choices=JOB_STATUSES, metavar="STATUS",
+                   help=f"{', '.join(JOB_STATUSES)} (repeatable)")
     p.add_argument("--job-type")
     p.add_argument("--workflow", help="only this workflow's jobs")
     p.add_argument("--limit", type=int, default=50, help="page size (default 50)")
