@@ -152,11 +152,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `stepflow` command: `main`, and a closed stdout at the very end is no error either."""
+    """The `stepflow` command: `main`, where a closed stdout at the very end is no error either
+    (the output of `--help` or a short table is only written when the process ends)."""
+    code: int | str | None
     try:
         code = main()
-        sys.stdout.flush()
     except BrokenPipeError:
         drop_stdout()
         code = EXIT_OK
+    except SystemExit as done:  # argparse: --help, --version, a usage error
+        code = done.code
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        drop_stdout()
     sys.exit(code)

@@ -16,6 +16,7 @@ from typing import TextIO
 import msgspec
 
 from stepflow.adapters.cli import EXIT_OK, EXIT_USAGE, common
+from stepflow.adapters.cli.errors import say
 from stepflow.adapters.cli.options import add_settings, flags_of
 from stepflow.settings import SPECS, SettingsError, resolve
 
@@ -34,7 +35,7 @@ def config_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         settings, sources = resolve(flags_of(args))
     except SettingsError as error:  # main() read them already; kept for direct callers
-        print(f"stepflow: {error}", file=sys.stderr)
+        say(str(error))
         return EXIT_USAGE
     shown = settings.redacted()
     if args.json:

@@ -16,6 +16,7 @@ import sys
 import msgspec
 
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK
+from stepflow.adapters.cli.errors import say
 from stepflow.adapters.cli.formatting import emit_json, parse_time, render_detail, table, when
 from stepflow.adapters.cli.session import Session, UsageError, read_command
 from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, records, timeline
@@ -91,7 +92,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replayed to version {result.version} of {result.versions} ({when(result.time, precise=True)})")
         render_detail(result.view, sys.stdout)
         for difference in result.differences:
-            print(f"DIFFERENCE {difference}", file=sys.stderr)
+            say(f"replay difference: {difference}")
     return EXIT_FAILED if result.differences else EXIT_OK
 
 
