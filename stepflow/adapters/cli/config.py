@@ -23,7 +23,10 @@ from stepflow.settings import SPECS, SettingsError, resolve
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = common(sub.add_parser("config", help="print the effective settings (flags, $STEPFLOW_*, defaults)",
-                                   description="print the effective settings (flags, $STEPFLOW_*, defaults)"))
+                                   description=(
+                                       "Print the settings a command would run with and where each came from "
+                                       "(flag, environment variable, default), among them `home`, the data "
+                                       "directory that holds the default store. Passwords and tokens are masked.")))
     taken = {"store", "log_format", "log_level"}
     add_settings(parser, *(spec.name for spec in SPECS if spec.flag is not None and spec.name not in taken))
     parser.add_argument("--json", action="store_true", help="one JSON object, setting name -> value")

@@ -24,11 +24,17 @@ from stepflow.projections.replay import ReplayError, check_determinism, replay
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = read_command(sub, "history", "the event timeline of a workflow", cmd_history, views=False)
-    p.add_argument("workflow_id")
+    p = read_command(sub, "history", "the event timeline of a workflow", cmd_history, views=False, description=(
+        "The event timeline of a workflow, from the log: each event with its version, time, step, job, "
+        "attempt, causing message and actor. --json: one object per event with all of its fields (`data`)."))
+    p.add_argument("workflow_id", help="a workflow id, or a unique prefix of one")
 
     p = read_command(sub, "replay", "a workflow as it was at a version or time; or the determinism check",
-                     cmd_replay)
+                     cmd_replay, description=(
+                         "Rebuild a workflow as it was after its first N events (--at) or at a time (--until), "
+                         "and compare the aggregate with the read model (exit 1 if they differ); or, with "
+                         "--check, re-decide stored workflows and report decisions that would now differ "
+                         "(exit 1 if any). --json: one object."))
     p.add_argument("workflow_id", nargs="*", help="one id (or, with --check, ids to check; default all)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--at", type=int, metavar="N", help="after its first N events")
@@ -37,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="re-decide every stored workflow and report decisions that differ")
 
     p = read_command(sub, "audit", "export the event log with who and what caused each event", cmd_audit,
-                     views=False)
+                     views=False, description=(
+                         "Export the event log in the order it was stored, with who (actor) and what message "
+                         "(cause) caused each event, filtered by time, actor, workflow or kind (quarantined, "
+                         "late, suspect, refused). --after resumes an export. --json: one object per event."))
     p.add_argument("--since", type=parse_time, help="events at or after (ISO 8601 or 2h, 7d...)")
     p.add_argument("--until", type=parse_time, help="events before")
     p.add_argument("--after", type=int, default=0, metavar="ID", help="resume after this notification id")

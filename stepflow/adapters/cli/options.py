@@ -22,10 +22,15 @@ _SHOWN_DEFAULTS = Settings().redacted()
 _REGISTERED = "settings_flags"  # parser default: the dests that are settings
 
 _CHOICES: dict[str, tuple[str, ...]] = {"log_format": ("console", "json")}
+# A flag that turns a setting off says so (the setting's own help says what it is on).
+_HELPS = {"projections": "do not keep the read models in this process: run `stepflow project` elsewhere "
+                         "($STEPFLOW_PROJECTIONS=0)"}
 # Defaults that depend on the machine are described, not shown: help (and docs/cli.md) stay the same.
 _DEFAULT_TEXT = {"store": "; default: stepflow.sqlite in the data directory, $STEPFLOW_HOME "
                           "(`stepflow config` shows where)"}
-_METAVARS = {"http": "HOST:PORT", "definitions": "PATH", "outbox_poll": "S", "timeout_check": "S"}
+_METAVARS = {"http": "HOST:PORT", "definitions": "PATH", "outbox_poll": "S", "timeout_check": "S",
+             "store": "URL", "amqp_url": "URL", "log_level": "LEVEL", "actor": "NAME", "prefix": "PREFIX",
+             "batch_size": "N", "prefetch": "N", "max_body": "BYTES", "http_tokens_file": "PATH"}
 
 
 def add_settings(parser: argparse.ArgumentParser, *names: str,
@@ -40,7 +45,7 @@ def add_settings(parser: argparse.ArgumentParser, *names: str,
             raise ValueError(f"setting {name!r} has no flag (environment only: {spec.env})")
         default = getattr(_SHOWN_DEFAULTS, name)
         shown = _DEFAULT_TEXT.get(name, f"; default {default!r}" if default not in (None, "", ()) else "")
-        help = (helps or {}).get(name, f"{spec.help} (${spec.env}{shown})").replace("%", "%%")
+        help = (helps or {}).get(name, _HELPS.get(name, f"{spec.help} (${spec.env}{shown})")).replace("%", "%%")
         options: dict[str, Any] = {"dest": name, "default": None, "help": help}
         if name == "projections":
             options.update(action="store_const", const=False)

@@ -26,7 +26,7 @@ from stepflow.engine.application import WorkflowEngine
 from stepflow.projections import ProjectionRunner, queries
 from stepflow.projections.store import ViewStore
 
-__all__ = ["JSON_HELP", "Session", "UsageError", "guarded", "open_existing", "read_command", "store_of"]
+__all__ = ["JSON_HELP", "Session", "UsageError", "guarded", "open_existing", "read_command", "sentence", "store_of"]
 
 Command = Callable[[argparse.Namespace], int]
 JSON_HELP = "machine-readable output: one JSON object per line"
@@ -67,13 +67,18 @@ def read_command(sub: argparse._SubParsersAction, name: str, help: str, func: Co
                  views: bool = True, description: str | None = None) -> argparse.ArgumentParser:
     """A read command's parser: the common options, `--json` and, if it reads the views,
     `--no-catch-up`. `description` (for `--help`) defaults to `help` (the commands list)."""
-    parser = common(sub.add_parser(name, help=help, description=description or help))
+    parser = common(sub.add_parser(name, help=help, description=description or sentence(help)))
     parser.add_argument("--json", action="store_true", help=JSON_HELP)
     if views:
         parser.add_argument("--no-catch-up", action="store_true",
                             help="read the views as they are, without applying new events first")
     parser.set_defaults(func=guarded(func))
     return parser
+
+
+def sentence(text: str) -> str:
+    """A command's one-line help as the first sentence of its `--help` description."""
+    return text[:1].upper() + text[1:] + "."
 
 
 class Session:
