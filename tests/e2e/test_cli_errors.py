@@ -207,5 +207,10 @@ def test_a_closed_pipe_ends_quietly_with_exit_0(place: tuple[Path, Path]) -> Non
     for argv in (["config"], ["--help"], ["workflows"], ["audit", "--json"], ["history", "--help"]):
         result = _closed_pipe_run(argv, work, home)
         assert (result.returncode, result.stderr) == (0, ""), (argv, result.stderr)
+    # `run ... | head -1` still follows its workflow to the end: none is left running, unfollowed
+    result = _closed_pipe_run(["run", str(MEDIA)], work, home)
+    assert (result.returncode, result.stderr) == (0, ""), result.stderr
+    listed = stepflow(["workflows", "--json"], work, home).stdout.splitlines()
+    assert len(listed) == 3 and all('"status":"completed"' in line for line in listed)
     big = stepflow(["audit", "--json"], work, home)
     assert len(big.stdout) > 2 * io.DEFAULT_BUFFER_SIZE  # more than stdout's buffer: a write fails mid-command

@@ -175,8 +175,7 @@ async def _start_and_follow(args: argparse.Namespace, runtime: Runtime, definiti
                                           actor=default_actor(args.settings))
     except (DefinitionError, Rejected) as error:
         raise UsageError(str(error)) from None
-    # flushed: whoever reads a pipe (a script, a test) learns the id while it runs
-    print(f"workflow {workflow_id} started ({definition.identifier} {definition.version})", file=out, flush=True)
+    view.say(f"workflow {workflow_id} started ({definition.identifier} {definition.version})\n")
     state = await until_end(runtime, workflow_id, timeout=args.timeout, signals=signals, on_change=view.update)
     if state is None:
         store_flag = f" --store {redact_url(args.store)}" if getattr(args, "store", None) else ""
