@@ -149,6 +149,8 @@ def store_failure(error: BaseException, url: str) -> str | None:
             return f"store unreachable: PostgreSQL database {match.group(1)!r} does not exist at {where}"
         if "unable to open database file" in said:
             return f"store unreachable: cannot open the SQLite file {env.get('SQLITE_DBNAME')}"
+        if "file is not a database" in said:
+            return f"store unusable: {env.get('SQLITE_DBNAME')} is not a SQLite database"
     return f"store unreachable: {text or type(error).__name__}"
 
 
@@ -166,9 +168,9 @@ def _store_error(error: BaseException) -> bool:
         return True
     if isinstance(error, ConnectionError) and not isinstance(error, BrokenPipeError):
         return True
-    if isinstance(error, sqlite3.OperationalError):
+    if isinstance(error, sqlite3.DatabaseError):
         text = str(error)
-        return any(s in text for s in ("unable to open", "locked", "disk I/O", "readonly"))
+        return any(s in text for s in ("unable to open", "locked", "disk I/O", "readonly", "not a database"))
     return type(error).__module__.startswith("psycopg") and type(error).__name__ in (
         "OperationalError", "InterfaceError", "PoolTimeout", "ConnectionTimeout", "InvalidSchemaName")
 

@@ -54,6 +54,8 @@ def place(tmp_path: Path) -> tuple[Path, Path]:
     work.mkdir()
     home.mkdir()
     (work / "workflow.yaml").write_text("identifier: x\nsteps: []\n")
+    (work / "notes.sqlite").write_text("not a database\n")
+    (work / "broken.py").write_text("worker = (\n")
     text = MEDIA.read_text()
     assert 'type = "integer"' in text
     (work / "int.toml").write_text(text.replace('type = "integer"', 'type = "int"', 1))
@@ -96,6 +98,10 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
      ("--store='mysql://u:***@db/x': unsupported store URL scheme 'mysql'", "sqlite:///")),
     ("workflows-store-mysql", ["workflows", "--store", "mysql://db/x"], 2, ("unsupported store URL scheme",)),
     ("store-a-file-name", ["workflows", "--store", "stepflow.sqlite"], 2, ("not a store URL",)),
+    ("store-not-a-database", ["workflows", "--store", "sqlite:///notes.sqlite"], 4,
+     ("store unusable: notes.sqlite is not a SQLite database",)),
+    ("run-store-not-a-database", ["run", str(MEDIA), "--store", "sqlite:///notes.sqlite"], 4,
+     ("is not a SQLite database",)),
     # a broker that is not there: 4
     ("run-amqp-closed-port", ["run", str(MEDIA), "--amqp-url", AMQP_CLOSED_PORT, "--store", "memory://"], 4,
      ("cannot reach RabbitMQ at amqp://guest:***@127.0.0.1:1/",)),
@@ -109,6 +115,8 @@ CASES: list[tuple[str, list[str], int, tuple[str, ...]]] = [
     ("run-worker-no-attribute", ["run", str(MEDIA), "--worker", f"{ROOT}/examples/media/workers.py:nope"], 2,
      ("cannot load worker",)),
     ("worker-no-module", ["worker", "nosuchmod:w"], 2, ("cannot load worker nosuchmod:w",)),
+    ("worker-syntax-error", ["worker", "broken.py:worker"], 2, ("cannot load worker broken.py:worker", "line 1")),
+    ("run-worker-syntax-error", ["run", str(MEDIA), "--worker", "broken.py:worker"], 2, ("was never closed",)),
     ("serve-workers-no-module", ["serve", "--embedded", "--store", "memory://", "--workers", "nosuchmod:w"], 2,
      ("No module named 'nosuchmod'",)),
     # serve --http on a port in use: said before the backend starts

@@ -128,7 +128,7 @@ def _workers(specs: list[str], path: Path) -> list[Worker]:
     """The workers to run here; a spec that names none (no such module, attribute, Worker) is exit 2."""
     try:
         return load_workers(specs, path)
-    except (ImportError, AttributeError, TypeError, ValueError, OSError) as error:
+    except (ImportError, AttributeError, TypeError, ValueError, OSError, SyntaxError) as error:
         named = ", ".join(specs) or str(path.parent / "workers.py")
         raise UsageError(f"cannot load worker {named}: {error}") from None
 

@@ -72,7 +72,7 @@ def worker_command(args: argparse.Namespace) -> int:
     try:
         worker = restrict(load_worker(args.target), args.job_type, prefetch=args.prefetch,
                           instance_id=args.instance_id, heartbeat_s=args.heartbeat)
-    except (ValueError, TypeError, ImportError, OSError) as error:
+    except (ValueError, TypeError, ImportError, AttributeError, OSError, SyntaxError) as error:
         say(f"cannot load worker {args.target}: {error}")
         return EXIT_USAGE
     return asyncio.run(run_worker(worker, args.settings))
