@@ -26,7 +26,13 @@ from stepflow.adapters.amqp.runtime import AmqpBrokers
 from stepflow.adapters.embedded import InProcessBrokers
 from stepflow.adapters.http.server import HttpService
 from stepflow.adapters.notify.notifications import Notifier
-from stepflow.adapters.persistence import despite_ddl_race, open_engine
+from stepflow.adapters.persistence import (
+    StoreUnavailable,
+    despite_ddl_race,
+    make_store_dir,
+    open_engine,
+    store_failure,
+)
 from stepflow.adapters.read_side import ReadSide
 from stepflow.adapters.runtime import Brokers, Runtime
 from stepflow.engine.application import WorkflowEngine
@@ -39,8 +45,20 @@ WorkerListener = Callable[[p.WorkerDiscovery | p.WorkerStatus, datetime], None]
 
 
 async def open_store(settings: Settings) -> WorkflowEngine:
-    """The event store, even when another process is creating the same tables right now."""
-    return await despite_ddl_race(lambda: open_engine(settings.store))
+    """The event store, even when another process is creating the same tables right now; the
+    directory of a SQLite file is created (the commands that call this write to the store).
+
+    `StoreUnavailable` when it cannot be opened (no server, database, schema or file), with a
+    one-line message naming what is missing: commands report it as it is, without a traceback.
+    """
+    make_store_dir(settings.store)
+    try:
+        return await despite_ddl_race(lambda: open_engine(settings.store))
+    except Exception as error:
+        message = store_failure(error, settings.store)
+        if message is None:
+            raise
+        raise StoreUnavailable(message) from error
 
 
 def backend_options(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,12 @@ the environment over the default; an empty variable counts as unset) and hands i
 table of names: each setting's variable is `STEPFLOW_` + its name in capitals, its flag (if
 any) is listed there, and so is its help text.
 
+Local data has one place, `home` (`data_dir`): `$STEPFLOW_HOME`, else `$XDG_DATA_HOME/stepflow`,
+else `~/.local/share/stepflow`; the default store is `stepflow.sqlite` there, so a command run
+from another directory finds the same workflows instead of a new, empty store beside it.
+URLs are checked too (the broker's here, the store's by the CLI with the persistence module's
+grammar), so a mistyped URL is exit 2 for every command, before anything tries to connect.
+
 Secrets (a password in a URL, the HTTP tokens) have no flag, so they never show in `ps`, and
 never leave this module in clear when printed: `repr()` and `redacted()` mask them.
 `STEPFLOW_FAULT*` are not settings: they are the tests' crash points (`stepflow.adapters.faults`).
@@ -19,6 +25,7 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
@@ -28,7 +35,7 @@ from stepflow.adapters.amqp.connection import DEFAULT_URL as DEFAULT_AMQP_URL
 from stepflow.adapters.amqp.connection import mask_url
 from stepflow.adapters.protocol import MAX_BODY_BYTES
 
-DEFAULT_STORE = "sqlite:///stepflow.sqlite"
+STORE_FILE = "stepflow.sqlite"  # in the data directory: the default store
 ENV_PREFIX = "STEPFLOW_"
 MASK = "***"
 
@@ -36,10 +43,32 @@ Positive = Annotated[int, msgspec.Meta(ge=1)]
 Seconds = Annotated[float, msgspec.Meta(gt=0)]
 
 
-class Settings(msgspec.Struct, frozen=True, kw_only=True):
-    """What one stepflow process runs with. Read it with `load_settings()`."""
+def data_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """Where stepflow keeps local data: `$STEPFLOW_HOME`, else `$XDG_DATA_HOME/stepflow`, else
+    `~/.local/share/stepflow` (the XDG base directory default), as an absolute path."""
+    env = os.environ if environ is None else environ
+    if env.get("STEPFLOW_HOME"):
+        return Path(env["STEPFLOW_HOME"]).expanduser().absolute()
+    xdg = env.get("XDG_DATA_HOME", "")
+    if xdg and Path(xdg).is_absolute():  # the spec: a relative value is ignored
+        return Path(xdg) / "stepflow"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    return home / ".local" / "share" / "stepflow"
 
-    store: str = DEFAULT_STORE
+
+def default_store(home: str | Path | None = None) -> str:
+    """The store when none is named: `stepflow.sqlite` in `home` (default: `data_dir()`)."""
+    return f"sqlite:///{Path(home) if home is not None else data_dir()}/{STORE_FILE}"
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """What one stepflow process runs with. Read it with `load_settings()`.
+
+    Built directly, `home` and `store` default to those of the process's environment.
+    """
+
+    home: str = msgspec.field(default_factory=lambda: str(data_dir()))
+    store: str = msgspec.field(default_factory=default_store)
     amqp_url: str = DEFAULT_AMQP_URL
     prefix: str = ""
     log_format: Literal["console", "json"] = "console"
@@ -89,6 +118,8 @@ class Spec:
 
 
 SPECS: tuple[Spec, ...] = (
+    Spec("home", "directory of local data: the default store is stepflow.sqlite in it "
+         "(unset: $XDG_DATA_HOME/stepflow, else ~/.local/share/stepflow)"),
     Spec("store", "event store URL: sqlite:///file.sqlite, postgresql://user@host/db?schema=s, memory://",
          "--store", secret="password"),
     Spec("amqp_url", "RabbitMQ URL (the path names the vhost)", "--amqp-url", secret="password"),
@@ -150,6 +181,8 @@ def resolve(flags: Mapping[str, Any] | None = None,
         if spec.name == "definitions":  # both add up: files named by the deployment and by the command
             given = [*raw.get("definitions", ()), *given]
         raw[spec.name], sources[spec.name], origin[spec.name] = given, "flag", spec.flag or spec.name
+    raw["home"] = str(data_dir(env))
+    raw.setdefault("store", default_store(raw["home"]))
     try:
         settings = msgspec.convert(raw, Settings, strict=False)
     except msgspec.ValidationError as error:
@@ -157,7 +190,27 @@ def resolve(flags: Mapping[str, Any] | None = None,
         name = re.split(r"[`.\[]", path)[0]
         given = "" if name in SPEC and SPEC[name].secret else f"={raw.get(name)!r}"
         raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}") from None
+    for name, problem in _url_problems(settings):
+        raise SettingsError(f"{origin.get(name, name)}={redact_url(getattr(settings, name))!r}: {problem}")
     return settings, sources
+
+
+def _url_problems(settings: Settings) -> list[tuple[str, str]]:
+    """The URL settings no server could ever accept, with why: found before any connection.
+    (A store URL's grammar is `stepflow.adapters.persistence`'s, which reads these settings:
+    the CLI checks it, `stepflow.adapters.cli.options.settings_of`.)"""
+    broker = urlparse(settings.amqp_url)
+    if broker.scheme not in ("amqp", "amqps") or not broker.hostname:
+        return [("amqp_url", "not a RabbitMQ URL (use amqp://USER:PASSWORD@HOST:PORT/VHOST)")]
+    return []
+
+
+def named(name: str, source: Source) -> str:
+    """How a message names a setting: its flag or variable, whichever gave its value."""
+    spec = SPEC[name]
+    if source == "flag":
+        return spec.flag or name
+    return spec.env if source == "environment" else name
 
 
 def _from_env(spec: Spec, text: str) -> Any:

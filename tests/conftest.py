@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
 from stepflow.engine.application import WorkflowEngine
 
 MEMORY_ENV = {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+@pytest.fixture(autouse=True, scope="session")
+def stepflow_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The per-user data directory (the default store) of every test and the processes it
+    starts: a fresh one, never the real `~/.local/share/stepflow`."""
+    home = tmp_path_factory.mktemp("stepflow-home")
+    patch = pytest.MonkeyPatch()
+    patch.setenv("STEPFLOW_HOME", str(home))
+    yield home
+    patch.undo()
 
 
 @pytest.fixture

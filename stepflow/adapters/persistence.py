@@ -1,11 +1,15 @@
 """Persistence settings: a store URL becomes the environment `eventsourcing` is configured by.
 
-    sqlite:///file.sqlite, sqlite:////abs/file.sqlite   (default: ./stepflow.sqlite)
+    sqlite:///file.sqlite, sqlite:////abs/file.sqlite   (default: stepflow.sqlite in the data
+                                    directory, see `stepflow.settings.data_dir`)
     postgresql://user:password@host:port/dbname?schema=NAME
     memory://                       (plain Python objects, for tests and throwaway runs)
 
 This is the only place that knows connection strings. A password is read from the URL or
-from `POSTGRES_PASSWORD`, and never logged: `describe()` gives a safe form for logs.
+from `POSTGRES_PASSWORD`, and never logged: `describe()` gives a safe form for logs. It is
+also where a driver's failure becomes words for an operator (`store_failure`): psycopg and
+sqlite3 say "connection failed" or "unable to open database file" in their own ways, and a
+command should say which store, what is wrong with it, and never show a password.
 """
 
 from __future__ import annotations
@@ -13,19 +17,33 @@ from __future__ import annotations
 import asyncio
 import inspect
 import os
+import re
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, TypeVar, overload
 from urllib.parse import parse_qs, unquote, urlparse
 
 import structlog
+from eventsourcing.persistence import PersistenceError
 
 from stepflow.engine.application import WorkflowEngine
-from stepflow.settings import load_settings, redact_url
+from stepflow.settings import load_settings, redact_text, redact_url
 
 log = structlog.get_logger("stepflow.persistence")
 T = TypeVar("T")
 
+STORE_FORMS = "sqlite:///FILE, postgresql://USER@HOST:PORT/DB?schema=NAME or memory://"
+
+
+class StoreURLError(ValueError):
+    """A store URL stepflow cannot use, whatever the server: bad input, refused before any I/O."""
+
+
+class StoreUnavailable(Exception):
+    """The store named by a good URL cannot be used now (no server, no database, no schema,
+    a file that cannot be opened); the message is one line, fit for an operator, no password."""
 
 
 def store_url(explicit: str | None = None) -> str:
@@ -34,6 +52,7 @@ def store_url(explicit: str | None = None) -> str:
 
 
 def engine_env(url: str) -> dict[str, str]:
+    """The `eventsourcing` environment for a store URL; `StoreURLError` if it is not one."""
     parsed = urlparse(url)
     if parsed.scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
@@ -47,11 +66,15 @@ def engine_env(url: str) -> dict[str, str]:
         }
     if parsed.scheme in ("postgres", "postgresql"):
         query = parse_qs(parsed.query)
+        try:
+            port = parsed.port or 5432
+        except ValueError:
+            raise StoreURLError(f"not a port number in the store URL ({STORE_FORMS})") from None
         env = {
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": parsed.path.lstrip("/") or "stepflow",
             "POSTGRES_HOST": parsed.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(parsed.port or 5432),
+            "POSTGRES_PORT": str(port),
             "POSTGRES_USER": unquote(parsed.username or "postgres"),
             "POSTGRES_PASSWORD": unquote(parsed.password or os.environ.get("POSTGRES_PASSWORD", "")),
             "POSTGRES_POOL_SIZE": "5",
@@ -60,7 +83,22 @@ def engine_env(url: str) -> dict[str, str]:
         if "schema" in query:
             env["POSTGRES_SCHEMA"] = query["schema"][0]
         return env
-    raise ValueError(f"unsupported store URL scheme {parsed.scheme!r} (sqlite, postgresql, memory)")
+    if not parsed.scheme:
+        raise StoreURLError(f"not a store URL (use {STORE_FORMS})")
+    raise StoreURLError(f"unsupported store URL scheme {parsed.scheme!r} (use {STORE_FORMS})")
+
+
+def check_store_url(url: str) -> None:
+    """Raise `StoreURLError` if `url` names no store stepflow knows (no I/O)."""
+    engine_env(url)
+
+
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store URL (relative to the working directory), else None."""
+    env = engine_env(url)
+    if env["PERSISTENCE_MODULE"] != "eventsourcing.sqlite" or env["SQLITE_DBNAME"] == ":memory:":
+        return None
+    return Path(env["SQLITE_DBNAME"])
 
 
 def describe(url: str) -> str:
@@ -68,10 +106,73 @@ def describe(url: str) -> str:
     return redact_url(url)
 
 
+def make_store_dir(url: str) -> None:
+    """Create the directory of a SQLite store, for a command that writes (`run`, `serve`; the
+    default store's directory may not exist yet on a fresh machine). Commands that only read
+    never call it: a missing store is then reported, not created."""
+    path = sqlite_path(url)
+    if path is None:
+        return
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise StoreUnavailable(f"store unreachable: cannot create the directory {path.parent}: "
+                               f"{error.strerror or error}") from error
+
+
 def open_engine(url: str | None = None) -> WorkflowEngine:
     env = engine_env(store_url(url))
     with _ddl_lock(env):
         return WorkflowEngine(env=env)
+
+
+def store_failure(error: BaseException, url: str) -> str | None:
+    """What `error`, raised while opening or reading the store at `url`, means to its operator,
+    in one line without a password; None when it is not the store's doing (a bug stays a bug).
+
+    A missing PostgreSQL database or schema is said so: "store unreachable" sent people
+    looking for a server that was up.
+    """
+    chain = _causes(error)
+    if not any(_store_error(e) for e in chain):
+        return None
+    text = redact_text("; ".join(line.strip() for line in str(error).splitlines() if line.strip()), url)
+    env = engine_env(url)
+    where = f"{env.get('POSTGRES_HOST')}:{env.get('POSTGRES_PORT')}"
+    for e in chain:
+        said = str(e)
+        if match := re.search(r'schema "([^"]+)" does not exist', said):
+            return (f"PostgreSQL schema {match.group(1)!r} does not exist in database "
+                    f"{env['POSTGRES_DBNAME']!r} at {where}: create it (CREATE SCHEMA {match.group(1)}) "
+                    f"or fix ?schema= in the store URL")
+        if match := re.search(r'database "([^"]+)" does not exist', said):
+            return f"store unreachable: PostgreSQL database {match.group(1)!r} does not exist at {where}"
+        if "unable to open database file" in said:
+            return f"store unreachable: cannot open the SQLite file {env.get('SQLITE_DBNAME')}"
+        if "file is not a database" in said:
+            return f"store unusable: {env.get('SQLITE_DBNAME')} is not a SQLite database"
+    return f"store unreachable: {text or type(error).__name__}"
+
+
+def _causes(error: BaseException) -> list[BaseException]:
+    chain: list[BaseException] = []
+    current: BaseException | None = error
+    while current is not None and current not in chain:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    return chain
+
+
+def _store_error(error: BaseException) -> bool:
+    if isinstance(error, PersistenceError | StoreUnavailable):
+        return True
+    if isinstance(error, ConnectionError) and not isinstance(error, BrokenPipeError):
+        return True
+    if isinstance(error, sqlite3.DatabaseError):
+        text = str(error)
+        return any(s in text for s in ("unable to open", "locked", "disk I/O", "readonly", "not a database"))
+    return type(error).__module__.startswith("psycopg") and type(error).__name__ in (
+        "OperationalError", "InterfaceError", "PoolTimeout", "ConnectionTimeout", "InvalidSchemaName")
 
 
 @contextmanager

@@ -60,14 +60,47 @@ __all__ = [
 _json_decoder = msgspec.json.Decoder(WorkflowDefinition)
 
 
+FORMATS: dict[str, Literal["json", "toml"]] = {".toml": "toml", ".json": "json"}
+
+
 def _from_msgspec(error: msgspec.ValidationError | msgspec.DecodeError) -> DefinitionError:
     text = str(error)
     # msgspec says "... - at `$.path`", or "... - at `key` in `$.path`" for a bad dict key.
     match = re.search(r" - at (`key` in )?`(\$[^`]*)`$", text)
     if match:
         reason = text[: match.start()] + (" (in a key)" if match.group(1) else "")
+        if reason.startswith("Invalid enum value"):  # msgspec names the bad word, not the good ones
+            choices = _choices_at(match.group(2), key=bool(match.group(1)))
+            if choices:
+                reason += f"; expected one of: {', '.join(map(str, choices))}"
         return DefinitionError(match.group(2), reason)
     return DefinitionError("$", text)
+
+
+def _choices_at(path: str, *, key: bool = False) -> tuple[Any, ...]:
+    """The words a `Literal` at `path` of a definition accepts (a dict's keys with `key`), or ()."""
+    info: Any = msgspec.inspect.type_info(WorkflowDefinition)
+    for name, index in re.findall(r"\.([A-Za-z_]\w*)|\[(\d+)\]", path):
+        info = _inside(info, name or None, index or None)
+        if info is None:
+            return ()
+    if key:
+        info = info.key_type if isinstance(info, msgspec.inspect.DictType) else None
+    return info.values if isinstance(info, msgspec.inspect.LiteralType) else ()
+
+
+def _inside(info: Any, name: str | None, index: str | None) -> Any:
+    """The type of field `name` (or item `index`) of `info`, through `X | None`; None if unknown."""
+    if isinstance(info, msgspec.inspect.UnionType):
+        found = [t for t in (_inside(t, name, index) for t in info.types) if t is not None]
+        return found[0] if found else None
+    if name is not None and isinstance(info, msgspec.inspect.StructType):
+        return next((f.type for f in info.fields if f.encode_name == name), None)
+    if name is not None and isinstance(info, msgspec.inspect.DictType):
+        return info.value_type
+    if index is not None and isinstance(info, msgspec.inspect.ListType | msgspec.inspect.VarTupleType):
+        return info.item_type
+    return None
 
 
 def parse_definition(data: bytes | str, *, format: Literal["json", "toml"] = "json") -> WorkflowDefinition:
@@ -84,9 +117,13 @@ def parse_definition(data: bytes | str, *, format: Literal["json", "toml"] = "js
 
 
 def load_definition(path: str | Path) -> WorkflowDefinition:
-    """Load a `.json` or `.toml` definition file."""
+    """Load a `.json` or `.toml` definition file; any other suffix is refused by name, before
+    reading (a YAML file read as JSON was reported as "JSON is malformed")."""
     path = Path(path)
-    format: Literal["json", "toml"] = "toml" if path.suffix == ".toml" else "json"
+    format = FORMATS.get(path.suffix.lower())
+    if format is None:
+        shown = f"{path.suffix!r} " if path.suffix else ""
+        raise DefinitionError("$", f"unsupported definition format {shown}(use .toml or .json)")
     return parse_definition(path.read_bytes(), format=format)
 
 

@@ -2,7 +2,9 @@
 
 Both read the event store directly (not a view): the log is the record. `timeline` names
 the step and attempt of job events (events carry only the job id) by following the
-`JobSubmitted` events of the same history. `audit` walks the notification log in batches,
+`JobSubmitted` events of the same history; its entries' `detail` is a short line for a
+terminal, and `records` gives the same entries with every field of each event instead
+(`stepflow history --json`: a script reads outputs and errors whole, not clipped words). `audit` walks the notification log in batches,
 in the order events were stored, with who (`actor`) and what message (`cause`) caused each.
 """
 
@@ -44,6 +46,28 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     actor: str | None
     cause: str | None
     data: dict[str, Any]  # the event's own fields (the envelope is above)
+
+
+class HistoryRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One event of a workflow's history, whole: its place in the timeline and its own fields."""
+
+    version: int
+    time: datetime
+    event: str
+    step_id: str | None
+    job_id: str | None
+    attempt: int | None
+    cause: str | None
+    actor: str | None
+    data: dict[str, Any]  # the event's own fields (the envelope is above), as `audit` gives them
+
+
+def records(events: Sequence[ev.Event]) -> list[HistoryRecord]:
+    """The timeline of `events` with each event's fields in full instead of a clipped `detail`."""
+    return [HistoryRecord(version=entry.version, time=entry.time, event=entry.event, step_id=entry.step_id,
+                          job_id=entry.job_id, attempt=entry.attempt, cause=entry.cause, actor=entry.actor,
+                          data=event_fields(event))
+            for entry, event in zip(timeline(events), events, strict=True)]
 
 
 def timeline(events: Sequence[ev.Event]) -> list[TimelineEntry]:
@@ -159,11 +183,17 @@ def _audit(read: Any, since: datetime | None, until: datetime | None, after: int
 
 
 def audit_entry(notification_id: int, event: ev.Event) -> AuditEntry:
-    data = msgspec.to_builtins(event)
-    for key in _ENVELOPE:
-        data.pop(key, None)
     return AuditEntry(
         notification_id=notification_id, workflow_id=str(event.originator_id),
         version=event.originator_version, time=event.timestamp, event=type(event).__name__,
-        actor=event.actor, cause=event.cause, data=data,
+        actor=event.actor, cause=event.cause, data=event_fields(event),
     )
+
+
+def event_fields(event: ev.Event) -> dict[str, Any]:
+    """An event's own fields as plain data: what it says beyond its envelope (type, workflow,
+    version, time, cause, actor)."""
+    data: dict[str, Any] = msgspec.to_builtins(event)
+    for key in _ENVELOPE:
+        data.pop(key, None)
+    return data

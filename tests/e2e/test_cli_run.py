@@ -1,7 +1,9 @@
-"""`stepflow run` end to end, as a user runs it: a separate process, embedded mode, SQLite file."""
+"""`stepflow run` end to end, as a user runs it: a separate process, embedded mode, SQLite file
+(the default store, in the data directory `$STEPFLOW_HOME`, here the test's directory)."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
 import sys
@@ -14,8 +16,12 @@ pytestmark = pytest.mark.e2e
 
 
 def stepflow(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "stepflow", *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    """This checkout's `stepflow`, whatever is installed, with `cwd` as its data directory."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STEPFLOW_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env["STEPFLOW_HOME"] = str(cwd)
+    return subprocess.run([sys.executable, "-m", "stepflow", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=120, check=False)
 
 
 def stored_events(db: Path) -> int:

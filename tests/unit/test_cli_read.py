@@ -125,7 +125,10 @@ def test_history_and_audit(ids: dict[str, UUID], cli: Cli) -> None:
     assert "JobRetryRequested" in lines[6] and "alice" in lines[6]
     entries = cli.json_lines("history", str(ids["retried"]))
     assert [e["version"] for e in entries] == list(range(1, 12))
-    assert entries[2]["cause"] and entries[2]["detail"] == "http: 404" and entries[2]["step_id"] == "fetch"
+    assert entries[2]["cause"] and entries[2]["step_id"] == "fetch" and entries[2]["event"] == "JobErrored"
+    # the event's own fields, whole: not the table's clipped words
+    assert (entries[2]["data"]["kind"], entries[2]["data"]["message"]) == ("http", "404") and "detail" not in entries[2]
+    assert entries[0]["data"]["definition"]["identifier"] and entries[0]["data"]["parameters"] is not None
     assert cli("history", "00000000-0000-0000-0000-000000000000")[0] == 2
 
     audit = cli.json_lines("audit", "--actor", "bob")
@@ -161,8 +164,14 @@ def test_replay_and_the_determinism_check(ids: dict[str, UUID], cli: Cli,
     code, out, err = cli("replay", "--check")
     assert code == 1 and "2 divergence(s)" in err
     assert out.count("priority: stored 1, now 0") == 2
-    code, out, _ = cli("replay", "--check", str(ids["done"]), "--json")
-    assert code == 1 and json.loads(out)["workflow_id"] == str(ids["done"])
+    code, out, err = cli("replay", "--check", str(ids["done"]), "--json")
+    result = json.loads(out)  # one object on stdout: the verdict, the counts, the divergences
+    assert code == 1 and err == "" and (result["ok"], result["workflows"]) == (False, 1)
+    assert [d["workflow_id"] for d in result["divergences"]] == [str(ids["done"])]
+    monkeypatch.undo()
+    code, out, _ = cli("replay", "--check", "--json")
+    assert code == 0 and json.loads(out) == {"ok": True, "workflows": 6, "events": json.loads(out)["events"],
+                                             "divergences": []}
 
 
 def test_operator_commands_record_the_actor(ids: dict[str, UUID], cli: Cli,
@@ -216,6 +225,17 @@ def test_no_catch_up_reads_the_views_as_they_are(ids: dict[str, UUID], cli: Cli)
     assert len(cli.json_lines("workflows")) == 5
 
 
-def test_an_unreachable_store_exits_4(capsys: pytest.CaptureFixture[str]) -> None:
-    code = main(["workflows", "--store", "sqlite:////nonexistent-dir/sub/store.sqlite"])
-    assert code == 4 and "store unreachable" in capsys.readouterr().err
+def test_a_missing_store_is_exit_2_and_is_not_created(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    missing = tmp_path / "sub" / "store.sqlite"
+    for command in (["workflows"], ["history", "0000"], ["stop", "abcd"], ["rebuild"], ["project", "--once"]):
+        assert main([*command, "--store", f"sqlite:///{missing}"]) == 2
+        assert capsys.readouterr().err == (f"stepflow: no store at {missing}: start a workflow first, "
+                                           f"or pass --store\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_unreachable_store_exits_4(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    (tmp_path / "store.sqlite").mkdir()  # there, but no file SQLite can open
+    code = main(["workflows", "--store", f"sqlite:///{tmp_path / 'store.sqlite'}"])
+    err = capsys.readouterr().err
+    assert code == 4 and err.startswith("stepflow: store unreachable: ") and err.count("\n") == 1, err

@@ -117,7 +117,9 @@ def test_graph_errors_are_refused_with_their_path(data: dict[str, Any], path: st
         ({"id": "l", "type": "array_of_strings", "default": ["a", 1]}, "$.parameters[0].default",
          "expected array_of_strings, got list ['a', 1]"),
         ({"id": "o", "type": "object", "default": [1]}, "$.parameters[0].default", "expected object, got list [1]"),
-        ({"id": "n", "type": "float"}, "$.parameters[0].type", "Invalid enum value 'float'"),
+        ({"id": "n", "type": "float"}, "$.parameters[0].type",
+         ("Invalid enum value 'float'; expected one of: array_of_integers, array_of_strings, boolean, integer, "
+          "number, object, string")),
         ({"id": "my param"}, "$.parameters[0].id", "not an identifier: 'my param'"),
     ],
     ids=["int-as-str", "bool-is-not-int", "bool-as-str", "mixed-list", "object-as-list", "unknown-type", "bad-id"],
@@ -285,7 +287,7 @@ def test_a_version_that_is_not_semver_is_refused(version: str) -> None:
         (wf(s("a", colour="red")), "$.steps[0]", "Object contains unknown field `colour`"),
         (wf(s("a", retry={"tries": 2})), "$.steps[0].retry", "Object contains unknown field `tries`"),
         (wf(s("a"), parameters=[{"id": "p", "kind": "x"}]), "$.parameters[0]", "Object contains unknown field `kind`"),
-        (wf(s("a"), rights={"fly": ["ops"]}), "$.rights", "Invalid enum value 'fly' (in a key)"),
+        (wf(s("a"), rights={"fly": ["ops"]}), "$.rights", "Invalid enum value 'fly' (in a key); expected one of: abort, create, delete, retry, update, view"),
     ],
     ids=["timeout-str", "attempts-str", "parents-str", "tags-str", "no-steps-field", "no-job-type",
          "unknown-top-field", "unknown-step-field", "unknown-retry-field", "unknown-param-field", "unknown-right"],
@@ -358,6 +360,22 @@ def test_a_toml_file_is_validated_like_any_other(tmp_path: Path) -> None:
     with pytest.raises(DefinitionError) as caught:
         load_definition(path)
     assert (caught.value.path, caught.value.reason) == ("$.steps[0].parents", "cycle between steps 'probe', 'encode'")
+
+
+@pytest.mark.parametrize("name", ["workflow.yaml", "workflow.yml", "workflow", "workflow.txt"])
+def test_a_file_neither_toml_nor_json_is_refused_by_its_format(tmp_path: Path, name: str) -> None:
+    path = tmp_path / name
+    path.write_text("identifier: x\n")
+    with pytest.raises(DefinitionError) as caught:
+        load_definition(path)
+    assert caught.value.reason.startswith("unsupported definition format") and "(use .toml or .json)" in str(
+        caught.value)
+
+
+def test_a_bad_word_deep_in_a_step_lists_the_good_ones() -> None:
+    error = refused(wf(s("a", mode="jobs")))
+    assert (error.path, error.reason) == ("$.steps[0].mode",
+                                          "Invalid enum value 'jobs'; expected one of: job, notification")
 
 
 @pytest.mark.parametrize(("text", "fmt"), [("{nope", "json"), ("identifier = ", "toml")])

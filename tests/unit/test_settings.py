@@ -15,7 +15,15 @@ from stepflow.adapters.cli.config import config_command
 from stepflow.adapters.cli.options import settings_of
 from stepflow.adapters.persistence import describe, store_url
 from stepflow.adapters.protocol import MAX_BODY_BYTES
-from stepflow.settings import SPECS, Settings, SettingsError, load_settings, resolve
+from stepflow.settings import (
+    SPECS,
+    Settings,
+    SettingsError,
+    data_dir,
+    default_store,
+    load_settings,
+    resolve,
+)
 
 SECRET = "s3cret-pw"
 
@@ -34,10 +42,25 @@ def test_every_setting_has_one_spec_and_a_variable_named_after_it() -> None:
 
 def test_defaults_are_those_the_commands_had() -> None:
     s = Settings()
-    assert (s.store, s.amqp_url, s.prefix) == ("sqlite:///stepflow.sqlite", "amqp://guest:guest@127.0.0.1:5672/", "")
+    assert (s.store, s.amqp_url, s.prefix) == (default_store(), "amqp://guest:guest@127.0.0.1:5672/", "")
     assert (s.batch_size, s.prefetch, s.outbox_poll, s.timeout_check) == (256, 512, 0.5, 1.0)
     assert (s.max_body, s.ready_max_lag, s.http_admin_group) == (MAX_BODY_BYTES, 10000, "admin")
     assert s.projections and not s.http_public_metrics and s.http is None and s.log_level is None
+
+
+def test_local_data_has_one_documented_place(tmp_path: Path) -> None:
+    home = {"HOME": "/home/ann"}
+    assert data_dir(home) == Path("/home/ann/.local/share/stepflow")
+    assert data_dir({**home, "XDG_DATA_HOME": "/data"}) == Path("/data/stepflow")
+    assert data_dir({**home, "XDG_DATA_HOME": "relative"}) == Path("/home/ann/.local/share/stepflow")  # XDG: ignored
+    assert data_dir({**home, "XDG_DATA_HOME": "/data", "STEPFLOW_HOME": str(tmp_path)}) == tmp_path
+    settings, sources = resolve({}, {**home, "STEPFLOW_HOME": str(tmp_path)})
+    assert (settings.home, settings.store) == (str(tmp_path), f"sqlite:///{tmp_path}/stepflow.sqlite")
+    assert (sources["home"], sources["store"]) == ("environment", "default")
+    settings, sources = resolve({}, home)
+    assert settings.store == "sqlite:////home/ann/.local/share/stepflow/stepflow.sqlite"
+    assert sources["home"] == "default"
+    assert resolve({"store": "memory://"}, home)[0].store == "memory://"
 
 
 def test_a_flag_wins_over_the_environment_which_wins_over_the_default() -> None:
@@ -63,11 +86,27 @@ def test_lists_come_from_separated_variables_and_definitions_add_up() -> None:
     ({}, {"STEPFLOW_OUTBOX_POLL": "0"}, "STEPFLOW_OUTBOX_POLL='0': Expected `float` > 0.0"),
     ({}, {"STEPFLOW_LOG_FORMAT": "xml"}, "STEPFLOW_LOG_FORMAT='xml': Invalid enum value 'xml'"),
     ({}, {"STEPFLOW_HTTP_PUBLIC_METRICS": "maybe"}, "STEPFLOW_HTTP_PUBLIC_METRICS: expected one of"),
+    ({"amqp_url": "nonsense"}, {}, "--amqp-url='nonsense': not a RabbitMQ URL (use amqp://"),
+    ({}, {"STEPFLOW_AMQP_URL": "http://u:pw@rabbit/"}, "STEPFLOW_AMQP_URL='http://u:***@rabbit/': not a RabbitMQ URL"),
 ])
 def test_a_bad_value_names_its_flag_or_variable(flags: dict[str, str], env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as raised:
         load_settings(flags, env)
     assert str(raised.value).startswith(message), str(raised.value)
+
+
+@pytest.mark.parametrize(("argv", "env", "message"), [
+    (["--store", "mysql://u:pw@db/x"], {}, "--store='mysql://u:***@db/x': unsupported store URL scheme 'mysql'"),
+    ([], {"STEPFLOW_STORE": "stepflow.sqlite"}, "STEPFLOW_STORE='stepflow.sqlite': not a store URL (use sqlite:///"),
+    (["--store", "postgresql://db:port/x"], {}, "--store='postgresql://db:port/x': not a port number"),
+])
+def test_a_store_url_no_store_could_have_is_refused_by_every_command(
+        argv: list[str], env: dict[str, str], message: str) -> None:
+    for command in (["workflows"], ["run", "x.toml"], ["serve"], ["config"]):
+        args = build_parser().parse_args([*command, *argv])
+        with pytest.raises(SettingsError) as raised:
+            settings_of(args, env)
+        assert str(raised.value).startswith(message), str(raised.value)
 
 
 def test_secrets_are_masked_when_printed() -> None:

@@ -16,13 +16,17 @@ from typing import TextIO
 import msgspec
 
 from stepflow.adapters.cli import EXIT_OK, EXIT_USAGE, common
+from stepflow.adapters.cli.errors import say
 from stepflow.adapters.cli.options import add_settings, flags_of
 from stepflow.settings import SPECS, SettingsError, resolve
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     parser = common(sub.add_parser("config", help="print the effective settings (flags, $STEPFLOW_*, defaults)",
-                                   description="print the effective settings (flags, $STEPFLOW_*, defaults)"))
+                                   description=(
+                                       "Print the settings a command would run with and where each came from "
+                                       "(flag, environment variable, default), among them `home`, the data "
+                                       "directory that holds the default store. Passwords and tokens are masked.")))
     taken = {"store", "log_format", "log_level"}
     add_settings(parser, *(spec.name for spec in SPECS if spec.flag is not None and spec.name not in taken))
     parser.add_argument("--json", action="store_true", help="one JSON object, setting name -> value")
@@ -34,7 +38,7 @@ def config_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     try:
         settings, sources = resolve(flags_of(args))
     except SettingsError as error:  # main() read them already; kept for direct callers
-        print(f"stepflow: {error}", file=sys.stderr)
+        say(str(error))
         return EXIT_USAGE
     shown = settings.redacted()
     if args.json:

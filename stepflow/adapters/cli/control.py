@@ -21,7 +21,7 @@ from uuid import UUID
 from stepflow.adapters.cli import EXIT_OK, EXIT_REFUSED, common, default_actor
 from stepflow.adapters.cli.formatting import emit_json
 from stepflow.adapters.cli.options import add_settings
-from stepflow.adapters.cli.session import Session, UsageError, guarded
+from stepflow.adapters.cli.session import Session, UsageError, guarded, sentence
 from stepflow.engine import commands as cmd
 from stepflow.engine.workflow import Rejected
 from stepflow.projections import queries
@@ -43,19 +43,19 @@ _WORKFLOW_COMMANDS: dict[str, tuple[str, str, Build]] = {
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for name, (help, done, build) in _WORKFLOW_COMMANDS.items():
         parser = _parser(sub, name, help)
-        parser.add_argument("workflow_id")
+        parser.add_argument("workflow_id", help="a workflow id, or a unique prefix of one")
         if name == "stop":
             parser.add_argument("--reason", default="", help="recorded with the stop")
         parser.set_defaults(func=guarded(_workflow_command(build, done)))
     parser = _parser(sub, "retry", "run an errored, stopped or unroutable job again")
-    parser.add_argument("job_id")
+    parser.add_argument("job_id", help="a job id, or a unique prefix of one (as `show` prints)")
     parser.set_defaults(func=guarded(retry_command))
 
 
 def _parser(sub: argparse._SubParsersAction, name: str, help: str) -> argparse.ArgumentParser:  # type: ignore[type-arg]
-    parser = common(sub.add_parser(name, help=help, description=help))
+    parser = common(sub.add_parser(name, help=help, description=sentence(help)))
     add_settings(parser, "actor", helps={"actor": "who issues it ($STEPFLOW_ACTOR; default: the OS user)"})
-    parser.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    parser.add_argument("--json", action="store_true", help="print the outcome as one JSON object (one line)")
     return parser
 
 

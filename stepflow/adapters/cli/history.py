@@ -13,19 +13,28 @@ from __future__ import annotations
 import argparse
 import sys
 
+import msgspec
+
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK
+from stepflow.adapters.cli.errors import say
 from stepflow.adapters.cli.formatting import emit_json, parse_time, render_detail, table, when
 from stepflow.adapters.cli.session import Session, UsageError, read_command
-from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, timeline
+from stepflow.projections.history import AUDIT_KINDS, AuditEntry, audit, records, timeline
 from stepflow.projections.replay import ReplayError, check_determinism, replay
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = read_command(sub, "history", "the event timeline of a workflow", cmd_history, views=False)
-    p.add_argument("workflow_id")
+    p = read_command(sub, "history", "the event timeline of a workflow", cmd_history, views=False, description=(
+        "The event timeline of a workflow, from the log: each event with its version, time, step, job, "
+        "attempt, causing message and actor. --json: one object per event with all of its fields (`data`)."))
+    p.add_argument("workflow_id", help="a workflow id, or a unique prefix of one")
 
     p = read_command(sub, "replay", "a workflow as it was at a version or time; or the determinism check",
-                     cmd_replay)
+                     cmd_replay, description=(
+                         "Rebuild a workflow as it was after its first N events (--at) or at a time (--until), "
+                         "and compare the aggregate with the read model (exit 1 if they differ); or, with "
+                         "--check, re-decide stored workflows and report decisions that would now differ "
+                         "(exit 1 if any). --json: one object."))
     p.add_argument("workflow_id", nargs="*", help="one id (or, with --check, ids to check; default all)")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--at", type=int, metavar="N", help="after its first N events")
@@ -34,7 +43,10 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                        help="re-decide every stored workflow and report decisions that differ")
 
     p = read_command(sub, "audit", "export the event log with who and what caused each event", cmd_audit,
-                     views=False)
+                     views=False, description=(
+                         "Export the event log in the order it was stored, with who (actor) and what message "
+                         "(cause) caused each event, filtered by time, actor, workflow or kind (quarantined, "
+                         "late, suspect, refused). --after resumes an export. --json: one object per event."))
     p.add_argument("--since", type=parse_time, help="events at or after (ISO 8601 or 2h, 7d...)")
     p.add_argument("--until", type=parse_time, help="events before")
     p.add_argument("--after", type=int, default=0, metavar="ID", help="resume after this notification id")
@@ -51,11 +63,11 @@ def cmd_history(args: argparse.Namespace) -> int:
         events = s.engine.history(workflow_id)
     if not events:
         raise UsageError(f"unknown workflow {args.workflow_id}")
-    entries = timeline(events)
     if args.json:
-        for entry in entries:
-            emit_json(entry)
+        for record in records(events):
+            emit_json(record)
         return EXIT_OK
+    entries = timeline(events)
     table(((e.version, when(e.time, precise=True), e.event, e.step_id, (e.job_id or "")[:8], e.attempt,
             e.cause, e.actor, e.detail) for e in entries),
           ("V", "TIME", "EVENT", "STEP", "JOB", "TRY", "CAUSE", "ACTOR", "DETAIL"))
@@ -67,12 +79,12 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if args.check:
             ids = [s.workflow_id(text) for text in args.workflow_id] or None
             report = check_determinism(s.engine, ids)
+            if args.json:  # one object: the verdict, the counts and every divergence
+                emit_json({"ok": report.ok, **msgspec.to_builtins(report)})
+                return EXIT_OK if report.ok else EXIT_FAILED
             for divergence in report.divergences:
-                if args.json:
-                    emit_json(divergence)
-                else:
-                    print(f"{divergence.workflow_id} after v{divergence.version} {divergence.fact}: "
-                          f"{divergence.message}")
+                print(f"{divergence.workflow_id} after v{divergence.version} {divergence.fact}: "
+                      f"{divergence.message}")
             print(f"checked {report.workflows} workflow(s), {report.events} events: "
                   f"{len(report.divergences)} divergence(s)", file=sys.stderr)
             return EXIT_OK if report.ok else EXIT_FAILED
@@ -89,7 +101,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         print(f"replayed to version {result.version} of {result.versions} ({when(result.time, precise=True)})")
         render_detail(result.view, sys.stdout)
         for difference in result.differences:
-            print(f"DIFFERENCE {difference}", file=sys.stderr)
+            say(f"replay difference: {difference}")
     return EXIT_FAILED if result.differences else EXIT_OK
 
 

@@ -31,8 +31,11 @@ from stepflow.projections import WorkersView, queries
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    p = read_command(sub, "workflows", "list workflows, newest first", cmd_workflows)
-    p.add_argument("--status", action="append", help=f"{', '.join(WORKFLOW_STATUSES)} (repeatable)")
+    p = read_command(sub, "workflows", "list workflows, newest first", cmd_workflows, description=(
+        "List workflows, newest first, a page at a time (--cursor, --all), filtered by status, definition, "
+        "label and start time. Deleted workflows show only when --status asks for them."))
+    p.add_argument("--status", action="append", choices=WORKFLOW_STATUSES, metavar="STATUS",
+                   help=f"{', '.join(WORKFLOW_STATUSES)} (repeatable)")
     p.add_argument("--definition", help="definition identifier")
     p.add_argument("--label", help="a workflow label or definition tag")
     p.add_argument("--since", type=parse_time, help="started at or after (ISO 8601 or 2h, 7d...)")
@@ -40,15 +43,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--limit", type=int, default=50, help="page size (default 50)")
     p.add_argument("--cursor", help="continue after a previous page")
     p.add_argument("--all", action="store_true", help="every page")
-    p.add_argument("--oldest-first", action="store_true")
+    p.add_argument("--oldest-first", action="store_true", help="oldest first instead of newest first")
 
-    p = read_command(sub, "show", "one workflow: its steps and their jobs", cmd_show)
-    p.add_argument("workflow_id")
+    p = read_command(sub, "show", "one workflow: its steps and their jobs", cmd_show, description=(
+        "One workflow: its status, parameters and labels, each step and, under it, each job with its "
+        "attempt, progress, worker, duration and error. --json: one object."))
+    p.add_argument("workflow_id", help="a workflow id, or a unique prefix of one (as `workflows` prints)")
 
     p = read_command(sub, "jobs", "list jobs (every attempt), newest first", cmd_jobs)
-    p.add_argument("--status", action="append", help=f"{', '.join(JOB_STATUSES)} (repeatable)")
-    p.add_argument("--job-type")
-    p.add_argument("--workflow", help="only this workflow's jobs")
+    p.add_argument("--status", action="append", choices=JOB_STATUSES, metavar="STATUS",
+                   help=f"{', '.join(JOB_STATUSES)} (repeatable)")
+    p.add_argument("--job-type", help="only jobs of this type")
+    p.add_argument("--workflow", help="only this workflow's jobs (an id or unique prefix)")
     p.add_argument("--limit", type=int, default=50, help="page size (default 50)")
     p.add_argument("--cursor", help="continue after a previous page")
 
@@ -57,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--gone-after", type=float, default=90.0, metavar="S", help="silence before 'gone' (90 s)")
 
     p = read_command(sub, "stats", "per job type: outcomes, success rate, durations", cmd_stats)
-    p.add_argument("--job-type")
+    p.add_argument("--job-type", help="only this job type")
 
 
 def cmd_workflows(args: argparse.Namespace) -> int:

@@ -5,9 +5,11 @@
 Consumes responses, unroutable orders and worker announcements; stores their events in
 batches and acks them after the commit; publishes job orders from stored events (outbox).
 Every flag has its `STEPFLOW_*` variable (`stepflow config` lists them). Exit 0 on a clean
-shutdown, 4 when the broker or the store cannot be reached at start, 1 when a backend loop
-died (a supervisor restarts it; nothing is lost: unacked messages are redelivered and the
-outbox resumes from its tracked position).
+shutdown, 4 when the broker or the store cannot be reached at start or the `--http` port is
+taken (checked before the backend starts), 1 when a backend loop died (a supervisor restarts
+it; nothing is lost: unacked messages are redelivered and the outbox resumes from its tracked
+position). A failure to start is one `stepflow: ...` line on stderr, like every command's;
+once serving, what happens is logged.
 
     --http HOST:PORT [--definitions PATH ...]   also serve the HTTP API, web view and /metrics
     --embedded [--workers MODULE:ATTR ...]      in-process broker and workers instead of RabbitMQ
@@ -19,14 +21,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import socket
 from pathlib import Path
 
 import structlog
 
 from stepflow import bootstrap
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
+from stepflow.adapters.cli.errors import Unavailable, probe_broker, quiet_broker_logs, say
 from stepflow.adapters.cli.options import add_settings, service_logging
 from stepflow.adapters.cli.shutdown import stop_signals, watch
+from stepflow.adapters.persistence import StoreUnavailable
 from stepflow.adapters.workers_loading import load_workers
 from stepflow.settings import Settings, redact_text, redact_url
 
@@ -36,8 +41,17 @@ SERVE_SETTINGS = ("amqp_url", "prefix", "batch_size", "prefetch", "outbox_poll",
                   "projections", "http", "definitions", "http_tokens_file")
 
 
+DESCRIPTION = """Run the backend until SIGTERM or SIGINT: consume the workers' answers and
+announcements from RabbitMQ, store them as events (in batches, acked after the commit), and
+publish job orders from the stored events (the outbox). With --http also the HTTP API, the web
+view and /metrics; with --embedded an in-process broker and workers instead of RabbitMQ. Exit 0
+on a clean stop, 1 when a part died, 2 on a bad setting, 4 when the broker or store is
+unreachable or the HTTP port is taken."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = common(sub.add_parser("serve", help="run the backend against RabbitMQ until SIGTERM/SIGINT"))
+    parser = common(sub.add_parser("serve", help="run the backend against RabbitMQ until SIGTERM/SIGINT",
+                                   description=DESCRIPTION))
     add_settings(parser, *SERVE_SETTINGS)
     parser.add_argument("--embedded", action="store_true",
                         help="no RabbitMQ: in-process broker, workers from --workers, in this process")
@@ -56,8 +70,11 @@ async def serve(settings: Settings, *, embedded: bool = False, worker_specs: lis
     store = settings.store
     try:
         engine = await bootstrap.open_store(settings)
+    except StoreUnavailable as error:
+        say(str(error))
+        return EXIT_UNREACHABLE
     except Exception as error:  # noqa: BLE001  a store we cannot open: say which, without its password
-        log.error("store_unreachable", store=redact_url(store), error=redact_text(repr(error), store))
+        say(f"store unreachable: {redact_url(store)}: {redact_text(repr(error), store)}")
         return EXIT_UNREACHABLE
     try:
         workers = load_workers(worker_specs, Path(".")) if embedded and worker_specs else []
@@ -65,15 +82,29 @@ async def serve(settings: Settings, *, embedded: bool = False, worker_specs: lis
                                           projections=settings.projections, log_workers=not embedded)
         http = bootstrap.http_service(settings, engine, runtime)
     except (ValueError, TypeError, ImportError, AttributeError, OSError) as error:  # tokens, address, files, workers
-        log.error("bad_settings", error=str(error))
+        say(f"bad setting: {error}")
         engine.close()
         return EXIT_USAGE
+    if http is not None:
+        problem = port_taken(http.host, http.port)
+        if problem is not None:  # before anything starts: no backend to stop, nothing consumed
+            say(f"cannot serve HTTP at {settings.http}: {problem}")
+            engine.close()
+            return EXIT_UNREACHABLE
     where = {"broker": "in-process"} if embedded else {"amqp": redact_url(settings.amqp_url)}
     try:
-        await runtime.open()
+        if not embedded:
+            await probe_broker(settings.amqp_url)
+        with quiet_broker_logs():
+            await runtime.open()
+    except Unavailable as error:
+        say(str(error))
+        engine.close()
+        return EXIT_UNREACHABLE
     except Exception as error:  # noqa: BLE001  the broker (or the store's first read) is not there
-        log.error("start_failed", **where, store=redact_url(store),
-                  error=redact_text(repr(error), settings.amqp_url, store))
+        broker = "the in-process broker" if embedded else f"RabbitMQ at {redact_url(settings.amqp_url)}"
+        say(f"cannot start against {broker} and store {redact_url(store)}: "
+            f"{redact_text(str(error) or repr(error), settings.amqp_url, store)}")
         engine.close()
         return EXIT_UNREACHABLE
     log.info("serving", **where, store=redact_url(store), prefix=settings.prefix,
@@ -100,3 +131,21 @@ async def serve(settings: Settings, *, embedded: bool = False, worker_specs: lis
         engine.close()
     log.info("stopped", **runtime.backend.stats)
     return code
+
+
+def port_taken(host: str, port: int) -> str | None:
+    """Why `host:port` cannot be listened on now (taken, not this machine's, not allowed), or None.
+
+    The HTTP server binds once the backend runs; a taken port found only then meant a backend
+    started (and consumed) for nothing, then exit 1. Port 0 (any free port) is always free.
+    """
+    if port == 0:
+        return None
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the server will
+            probe.bind(address)
+    except OSError as error:
+        return error.strerror or str(error)
+    return None

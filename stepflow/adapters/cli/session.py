@@ -2,9 +2,11 @@
 
 A `Session` opens the engine and the views beside it and, unless told not to, brings the
 views up to date first, so a read command shows what is stored now even when no backend or
-`stepflow project` keeps them current. `guarded` is where a Python exception becomes an
-exit code: 2 for bad usage (an unknown or ambiguous id), 4 when the store is unreachable.
-`control` uses both too.
+`stepflow project` keeps them current. It never creates a store (`open_existing`): a read in
+another directory, or with a mistyped path, used to leave a new empty SQLite file behind and
+print an empty table. `guarded` is where a Python exception becomes an exit code for callers
+that do not go through `main` (2 for bad usage such as an unknown or ambiguous id, 4 when the
+store is unreachable; see `errors`). `control` uses both too.
 """
 
 from __future__ import annotations
@@ -12,24 +14,22 @@ from __future__ import annotations
 import argparse
 import functools
 import re
-import sqlite3
 import sys
 from collections.abc import Callable
 from uuid import UUID
 
-from eventsourcing.persistence import PersistenceError
-
-from stepflow.adapters.cli import EXIT_UNREACHABLE, EXIT_USAGE, common
+from stepflow.adapters.cli import common
+from stepflow.adapters.cli.errors import UsageError, report
 from stepflow.adapters.cli.formatting import ProgressBar
-from stepflow.adapters.persistence import open_engine
+from stepflow.adapters.persistence import open_engine, sqlite_path, store_url
+from stepflow.engine.application import WorkflowEngine
 from stepflow.projections import ProjectionRunner, queries
 from stepflow.projections.store import ViewStore
 
+__all__ = ["JSON_HELP", "Session", "UsageError", "guarded", "open_existing", "read_command", "sentence", "store_of"]
+
 Command = Callable[[argparse.Namespace], int]
-
-
-class UsageError(Exception):
-    """Bad input from the user: exit 2 with the message."""
+JSON_HELP = "machine-readable output: one JSON object per line"
 
 
 def guarded(func: Command) -> Command:
@@ -39,35 +39,36 @@ def guarded(func: Command) -> Command:
     def wrapper(args: argparse.Namespace) -> int:
         try:
             return func(args)
-        except UsageError as error:
-            print(f"stepflow: {error}", file=sys.stderr)
-            return EXIT_USAGE
-        except (PersistenceError, ConnectionError) as error:
-            print(f"stepflow: store unreachable: {error}", file=sys.stderr)
-            return EXIT_UNREACHABLE
         except Exception as error:
-            if _unreachable(error):
-                print(f"stepflow: store unreachable: {error}", file=sys.stderr)
-                return EXIT_UNREACHABLE
-            raise
+            code = report(error, store_of(args))
+            if code is None:
+                raise
+            return code
 
     return wrapper
 
 
-def _unreachable(error: Exception) -> bool:
-    if isinstance(error, sqlite3.OperationalError):
-        text = str(error)
-        return any(s in text for s in ("unable to open", "locked", "disk I/O", "readonly"))
-    return type(error).__module__.startswith("psycopg") and type(error).__name__ in (
-        "OperationalError", "InterfaceError", "PoolTimeout", "ConnectionTimeout")
+def store_of(args: argparse.Namespace) -> str:
+    """The store URL a parsed command line names (its settings: --store, $STEPFLOW_STORE, default)."""
+    settings = getattr(args, "settings", None)
+    return settings.store if settings is not None else store_url(getattr(args, "store", None))
+
+
+def open_existing(store: str) -> WorkflowEngine:
+    """The store of a command that reads or amends what is there; a SQLite file that does not
+    exist is bad input (exit 2) and is not created."""
+    path = sqlite_path(store)
+    if path is not None and not path.exists():
+        raise UsageError(f"no store at {path}: start a workflow first, or pass --store")
+    return open_engine(store)
 
 
 def read_command(sub: argparse._SubParsersAction, name: str, help: str, func: Command,  # type: ignore[type-arg]
-                 views: bool = True) -> argparse.ArgumentParser:
+                 views: bool = True, description: str | None = None) -> argparse.ArgumentParser:
     """A read command's parser: the common options, `--json` and, if it reads the views,
-    `--no-catch-up`."""
-    parser = common(sub.add_parser(name, help=help, description=help))
-    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    `--no-catch-up`. `description` (for `--help`) defaults to `help` (the commands list)."""
+    parser = common(sub.add_parser(name, help=help, description=description or sentence(help)))
+    parser.add_argument("--json", action="store_true", help=JSON_HELP)
     if views:
         parser.add_argument("--no-catch-up", action="store_true",
                             help="read the views as they are, without applying new events first")
@@ -75,20 +76,36 @@ def read_command(sub: argparse._SubParsersAction, name: str, help: str, func: Co
     return parser
 
 
+def sentence(text: str) -> str:
+    """A command's one-line help as the first sentence of its `--help` description."""
+    return text[:1].upper() + text[1:] + "."
+
+
 class Session:
     """An engine and the views beside it, for one command."""
 
     def __init__(self, args: argparse.Namespace, catch_up: bool = True) -> None:
-        self.engine = open_engine(args.store)
-        self.runner = ProjectionRunner(self.engine)
+        self.engine = open_existing(store_of(args))
+        try:
+            self.runner = ProjectionRunner(self.engine)
+        except BaseException:
+            self.engine.close()
+            raise
         self.store: ViewStore = self.runner.store
         if catch_up and not getattr(args, "no_catch_up", False):
-            start = min(self.runner.positions().values(), default=0)
-            behind = self.engine.max_notification_id() - start
-            bar = ProgressBar("catching up", start=start) if behind > 50_000 and sys.stderr.isatty() else None
-            self.runner.run_once(on_progress=bar)
-            if bar:
-                bar.close()
+            try:
+                self._catch_up()
+            except BaseException:
+                self.close()
+                raise
+
+    def _catch_up(self) -> None:
+        start = min(self.runner.positions().values(), default=0)
+        behind = self.engine.max_notification_id() - start
+        bar = ProgressBar("catching up", start=start) if behind > 50_000 and sys.stderr.isatty() else None
+        self.runner.run_once(on_progress=bar)
+        if bar:
+            bar.close()
 
     def close(self) -> None:
         self.runner.close()

@@ -6,9 +6,11 @@ when a step's summary changes, so logs stay readable.
 
 from __future__ import annotations
 
+import sys
 from collections import Counter
 from typing import TextIO
 
+from stepflow.adapters.cli.errors import drop_stdout
 from stepflow.engine.state import WorkflowState
 
 _MARK = {"completed": "✔", "error": "✘", "processing": "…", "waiting": "·", "skipped": "↷", "stopped": "■"}
@@ -52,29 +54,41 @@ def _short(value: object, limit: int = 60) -> str:
 
 
 class LiveView:
+    """What `stepflow run` prints while it follows a workflow. If the reader of a pipe goes away
+    (`stepflow run ... | head -3`), the rest is dropped and the run goes on to its end: a
+    closed pipe must not leave a workflow behind, running, with nobody following it."""
+
     def __init__(self, out: TextIO, live: bool = True) -> None:
         self.out = out
         self.live = live
         self.tty = hasattr(out, "isatty") and out.isatty()
+        self.gone = False  # the reader went away
         self._drawn = 0
         self._last: list[str] = []
+
+    def say(self, text: str) -> None:
+        """Write `text` and flush it now (a script reading the pipe learns it at once)."""
+        if self.gone:
+            return
+        try:
+            self.out.write(text)
+            self.out.flush()
+        except BrokenPipeError:
+            self.gone = True
+            if self.out is sys.stdout:
+                drop_stdout()
 
     def update(self, state: WorkflowState) -> None:
         if not self.live:
             return
         lines = step_lines(state)
         if self.tty:
-            if self._drawn:
-                self.out.write(f"\x1b[{self._drawn}F\x1b[J")
-            self.out.write("\n".join(lines) + "\n")
+            self.say((f"\x1b[{self._drawn}F\x1b[J" if self._drawn else "") + "\n".join(lines) + "\n")
             self._drawn = len(lines)
         else:
-            for line, old in zip(lines, self._last + [""] * len(lines)):
-                if line != old:
-                    self.out.write(line + "\n")
+            self.say("".join(line + "\n" for line, old in zip(lines, self._last + [""] * len(lines))
+                             if line != old))
         self._last = lines
-        self.out.flush()
 
     def final(self, state: WorkflowState) -> None:
-        self.out.write("\n".join(final_lines(state)) + "\n")
-        self.out.flush()
+        self.say("\n".join(final_lines(state)) + "\n")

@@ -7,19 +7,19 @@ MODULE is a module path or a .py file; ATTR names a `stepflow.adapters.Worker`. 
 worker module can be deployed as several processes, one per type. SIGTERM or SIGINT stops
 taking orders, lets running jobs finish, announces `Terminated` and exits 0; a second
 signal cancels running jobs (their orders go back to the queue). Exit 4 when the broker
-cannot be reached at start, 2 for a bad MODULE:ATTR or job type.
+cannot be reached at start, 2 for a bad MODULE:ATTR or job type (one `stepflow: ...` line).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 import structlog
 
 from stepflow import bootstrap
 from stepflow.adapters.cli import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
+from stepflow.adapters.cli.errors import Unavailable, probe_broker, say
 from stepflow.adapters.cli.options import add_settings, service_logging
 from stepflow.adapters.cli.shutdown import stop_signals
 from stepflow.adapters.workers_loading import load_worker
@@ -29,16 +29,27 @@ from stepflow.settings import Settings, redact_text, redact_url
 log = structlog.get_logger("stepflow.worker.cli")
 
 
+DESCRIPTION = """Run one worker process against RabbitMQ: MODULE:ATTR names a stepflow Worker (MODULE
+a module path or a .py file). It declares and consumes its job types' queues (all of them, or
+those given with --job-type), announces itself on worker_discovery, and answers each order.
+SIGTERM or SIGINT lets running jobs finish, then exits 0; a second one cancels them (their
+orders go back to the queue). Exit 2 for a bad MODULE:ATTR or job type, 4 when the broker
+cannot be reached at start."""
+
+
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    parser = common(sub.add_parser("worker", help="run a worker (MODULE:ATTR) against RabbitMQ"))
+    parser = common(sub.add_parser("worker", help="run a worker (MODULE:ATTR) against RabbitMQ",
+                                   description=DESCRIPTION))
     parser.add_argument("target", metavar="MODULE:ATTR", help="module path or .py file, ':', the Worker's name")
     add_settings(parser, "amqp_url", "prefix")
-    parser.add_argument("--prefetch", type=int, default=None,
+    parser.add_argument("--prefetch", type=int, default=None, metavar="N",
                         help="orders held at once, i.e. jobs run concurrently (default: the Worker's)")
     parser.add_argument("--job-type", action="append", default=[], metavar="TYPE",
                         help="serve only this job type of the worker (repeatable)")
-    parser.add_argument("--instance-id", default=None, help="this instance's id (default host-pid-random)")
-    parser.add_argument("--heartbeat", type=float, default=None, help="seconds between discovery announcements")
+    parser.add_argument("--instance-id", default=None, metavar="ID",
+                        help="this instance's id in announcements and answers (default host-pid-random)")
+    parser.add_argument("--heartbeat", type=float, default=None, metavar="S",
+                        help="seconds between discovery announcements (default: the Worker's)")
     parser.set_defaults(func=worker_command)
 
 
@@ -61,8 +72,8 @@ def worker_command(args: argparse.Namespace) -> int:
     try:
         worker = restrict(load_worker(args.target), args.job_type, prefetch=args.prefetch,
                           instance_id=args.instance_id, heartbeat_s=args.heartbeat)
-    except (ValueError, TypeError, ImportError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, ImportError, AttributeError, OSError, SyntaxError) as error:
+        say(f"cannot load worker {args.target}: {error}")
         return EXIT_USAGE
     return asyncio.run(run_worker(worker, args.settings))
 
@@ -78,11 +89,16 @@ async def run_worker(worker: Worker, settings: Settings) -> int:
             main.cancel()  # running jobs are cancelled; their orders go back to the queue
 
     try:
+        await probe_broker(url)
+    except Unavailable as error:
+        say(str(error))
+        return EXIT_UNREACHABLE
+    try:
         async with stop_signals(on_second=cancel_jobs) as stop:
             await worker.run(broker, stop=stop)
     except asyncio.CancelledError:
         return EXIT_OK
     except OSError as error:
-        log.error("broker_unreachable", amqp=redact_url(url), error=redact_text(repr(error), url))
+        say(f"cannot reach RabbitMQ at {redact_url(url)}: {redact_text(str(error) or repr(error), url)}")
         return EXIT_UNREACHABLE
     return EXIT_OK
