@@ -74,8 +74,8 @@ __all__ = [
 
 
 def open_views(store: str | WorkflowEngine | None = None, *, catch_up: bool = True) -> Views:
-    """The views of a store, given by URL (default: `$STEPFLOW_STORE`, else
-    `sqlite:///stepflow.sqlite`) or as an open engine (which stays open after `close()`).
+    """The views of a store, given by URL (default: `$STEPFLOW_STORE`, else `stepflow.sqlite`
+    in the data directory, see `stepflow config`) or as an open engine (which stays open after `close()`).
 
     `catch_up=False` reads the views as they are, like the CLI's `--no-catch-up`. An engine on
     `memory://` has its views in memory: pass that engine, not its URL, to read them.
