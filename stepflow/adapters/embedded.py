@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Self
 from uuid import UUID
 
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.memory.broker import MemoryBroker
 from stepflow.adapters.read_side import ReadSide
 from stepflow.adapters.worker import Worker
@@ -29,7 +29,8 @@ class EmbeddedRuntime:
 
     def __init__(self, engine: WorkflowEngine, workers: Sequence[Worker] = (), *, projections: bool = False,
                  **backend_options: Any) -> None:
-        """`projections=True` keeps the read models (and the workers view) up to date here."""
+        """`projections=True` keeps the read models (and the workers view) up to date here;
+        `backend_options` go to `default_backend` (e.g. `notifier`, `timeout_check_s`)."""
         self.engine = engine
         self.broker = MemoryBroker()
         self.read_side: ReadSide | None = None
@@ -37,12 +38,12 @@ class EmbeddedRuntime:
             self.read_side = ReadSide(engine)
             backend_options.setdefault("on_worker", self.read_side.on_worker)
             backend_options.setdefault("after_store", self.read_side.wake)
-        self.backend = Backend(engine, self.broker.backend(), **backend_options)
+        self.backend = default_backend(engine, self.broker.backend(), **backend_options)
         self.workers = list(workers)
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
 
-    async def __aenter__(self) -> EmbeddedRuntime:
+    async def __aenter__(self) -> Self:
         if self.read_side is not None:
             self.read_side.start()
         await self.backend.start()

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from stepflow.adapters import protocol as p
 from stepflow.adapters.outbox import OutboxPump, OutboxReader
+from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
+from stepflow.engine.ports import StopJob
 
 ONE_STEP = build_definition({"identifier": "t", "steps": [{"id": "only", "job_type": "echo"}]})
 
@@ -24,8 +25,8 @@ class HeldConfirms:
         self.batches: list[list[str]] = []
         self.confirm: list[asyncio.Future[None]] = []
 
-    async def __call__(self, orders: list[p.Message], directs: list[p.Message]) -> None:
-        self.batches.append([o.message_id for o in orders])
+    async def __call__(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        self.batches.append([o.job_id for o in orders])
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.confirm.append(confirmed)
         await confirmed
@@ -66,7 +67,7 @@ async def test_a_batch_is_published_before_the_previous_one_is_confirmed(engine:
 
 
 async def test_a_failed_publish_stops_the_pump_without_advancing(engine: WorkflowEngine) -> None:
-    async def refused(orders: list[p.Message], directs: list[p.Message]) -> None:
+    async def refused(orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
         raise RuntimeError("broker refused")
 
     pump = OutboxPump(OutboxReader(engine), refused, in_thread)

@@ -14,7 +14,7 @@ from typing import Any, Self
 
 from stepflow.adapters.amqp.backend_broker import AmqpBackendBroker
 from stepflow.adapters.amqp.worker_broker import AmqpWorkerBroker
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.worker import Worker
 from stepflow.engine.application import WorkflowEngine
@@ -31,7 +31,7 @@ class AmqpRuntime(EmbeddedRuntime):
         self.engine = engine
         self.url = url
         self.prefix = prefix
-        self.backend = Backend(engine, AmqpBackendBroker(url, prefix=prefix), **backend_options)
+        self.backend = default_backend(engine, AmqpBackendBroker(url, prefix=prefix), **backend_options)
         self.workers = list(workers)
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()

@@ -98,7 +98,7 @@ async def serve(url: str, store: str, prefix: str = "", *, batch_size: int = 256
                 outbox_poll_s: float = 0.5, projections: bool = True, max_body: int = p.MAX_BODY_BYTES,
                 http: str | None = None, definitions: list[str] | None = None) -> int:
     from stepflow.adapters.amqp import AmqpBackendBroker
-    from stepflow.adapters.backend import Backend
+    from stepflow.adapters.backend import default_backend
     from stepflow.adapters.persistence import despite_ddl_race, open_engine
 
     try:
@@ -121,9 +121,9 @@ async def serve(url: str, store: str, prefix: str = "", *, batch_size: int = 256
             log.error("bad_http_settings", error=str(error))
             engine.close()
             return EXIT_USAGE
-    backend = Backend(engine, broker, batch_size=batch_size, outbox_poll_s=outbox_poll_s, max_body=max_body,
-                      on_worker=_worker_logger(read_side),
-                      after_store=read_side.wake if read_side is not None else None)
+    backend = default_backend(engine, broker, batch_size=batch_size, outbox_poll_s=outbox_poll_s, max_body=max_body,
+                              on_worker=_worker_logger(read_side),
+                              after_store=read_side.wake if read_side is not None else None)
     if read_side is not None:
         read_side.start()
     try:
