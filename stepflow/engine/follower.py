@@ -7,22 +7,20 @@ position lives in eventsourcing's tracking table under the follower's name
 follower that records a position another process already passed gets `IntegrityError` and
 carries on from its own: several backends may follow the same log.
 
-Synchronous, like the store: callers run it off their event loop. It reads the store only
-through `WorkflowEngine.notifications` and the recorder's tracking table, so the projections
-can use it without importing the adapters.
+Synchronous, like the store: callers run it off their event loop. It needs only what any
+`eventsourcing` application has (its recorder, mapper and tracking recorder), so the
+projections can use it without importing the adapters or the engine's application service.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Any
 
+from eventsourcing.application import Application
 from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
 
 from stepflow.engine import events as ev
-
-if TYPE_CHECKING:
-    from stepflow.engine.application import WorkflowEngine
 
 
 class LogFollower:
@@ -32,7 +30,7 @@ class LogFollower:
     whose past would be harmful to replay (hooks of workflows that ended before it existed).
     """
 
-    def __init__(self, engine: WorkflowEngine, name: str, topics: Sequence[str] = (), *,
+    def __init__(self, engine: Application[Any], name: str, topics: Sequence[str] = (), *,
                  batch_size: int = 500, new_at_end: bool = False) -> None:
         self.engine = engine
         self.name = name
@@ -42,13 +40,15 @@ class LogFollower:
         tracked = self.tracking.max_tracking_id(name)
         self.position = tracked or 0
         if tracked is None and new_at_end:
-            self.record(engine.max_notification_id())
+            self.record(engine.recorder.max_notification_id() or 0)
 
     def read(self, after: int | None = None, *, limit: int | None = None,
              stop: int | None = None) -> list[tuple[int, ev.Event]]:
         """The next events after `after` (default: the position), up to `stop` inclusive."""
-        return self.engine.notifications(self.position if after is None else after,
-                                         limit or self.batch_size, topics=self.topics, stop=stop)
+        notifications = self.engine.recorder.select_notifications(
+            self.position if after is None else after, limit or self.batch_size, stop=stop,
+            topics=self.topics, inclusive_of_start=False)
+        return [(n.id, self.engine.mapper.to_domain_event(n)) for n in notifications]  # type: ignore[misc]
 
     def record(self, position: int) -> None:
         """Move the position forward (never back) and keep it in the store."""
