@@ -110,6 +110,7 @@ class HookFollower:
         self.poll_s = poll_s
         self.in_store = in_store  # the backend's store thread, lent when it takes this follower
         self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()  # one flush at a time, or a workflow's hooks are called twice
         self.reader: HookReader | None = None
 
     def wake(self) -> None:
@@ -139,15 +140,16 @@ class HookFollower:
         """Call the hooks of every workflow ended since the position; return how many calls."""
         assert self.reader is not None
         calls = 0
-        while True:
-            last, pending = await self._in_store(self.reader.next_batch)
-            if last == self.reader.position:
-                return calls
-            for _, workflow_id, when, requests in pending:
-                await asyncio.gather(*(self.notifier.call_hook(r, workflow_id=workflow_id, when=when)
-                                       for r in requests))
-                calls += len(requests)
-            await self._in_store(self.reader.advance, last)
+        async with self._lock:
+            while True:
+                last, pending = await self._in_store(self.reader.next_batch)
+                if last == self.reader.position:
+                    return calls
+                for _, workflow_id, when, requests in pending:
+                    await asyncio.gather(*(self.notifier.call_hook(r, workflow_id=workflow_id, when=when)
+                                           for r in requests))
+                    calls += len(requests)
+                await self._in_store(self.reader.advance, last)
 
     async def _in_store(self, fn: Callable[..., Any], *args: Any) -> Any:
         assert self.in_store is not None, "hand the follower to a backend first"
