@@ -133,10 +133,14 @@ class OutboxPump:
 
     async def run(self, wakeup: asyncio.Event, poll_s: float) -> None:
         """Pump whenever `wakeup` is set (events were stored here), or every `poll_s` (for
-        events another process stored)."""
+        events another process stored).
+
+        `asyncio.timeout`, not `wait_for`: on Python 3.11 `wait_for` can swallow a
+        cancellation that arrives as the wake-up does, and this loop would outlive `stop`."""
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(wakeup.wait(), poll_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(poll_s):
+                    await wakeup.wait()
             wakeup.clear()
             await self.pump()
 

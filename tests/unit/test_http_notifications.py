@@ -272,3 +272,19 @@ async def test_two_flushes_at_once_call_a_workflow_hook_once() -> None:
     e.command(cmd.RecordCompleted(workflow_id=wid, job_id=job.job_id))
     assert sum(await asyncio.gather(hooks.flush(), hooks.flush())) == 1
     assert len(seen) == 1 and await hooks.flush() == 0
+
+
+async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_hook_loop() -> None:
+    """As for the outbox: woken and cancelled in the same tick, the loop ends."""
+    from stepflow.adapters.notify.hooks import HookFollower
+
+    async def in_store(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    hooks = HookFollower(engine(), Notifier(allowed_hosts=()), poll_s=60, in_store=in_store)
+    loop = asyncio.create_task(hooks.run())
+    await asyncio.sleep(0.05)  # waiting for a wake-up
+    hooks.wake()
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop, 5)

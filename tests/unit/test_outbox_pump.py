@@ -97,3 +97,16 @@ async def test_in_flight_batches_are_bounded(engine: WorkflowEngine) -> None:
         confirmed.set_result(None)
     await pumping
     assert await pump.drain() >= 0 and pump.position == engine.max_notification_id()
+
+
+async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_loop(engine: WorkflowEngine) -> None:
+    """Woken and cancelled in the same tick (a backend stopping as it stores): the loop ends.
+    With `asyncio.wait_for` on Python 3.11 the cancellation was swallowed and `stop` hung."""
+    pump = OutboxPump(OutboxReader(engine), HeldConfirms(), in_thread)
+    wakeup = asyncio.Event()
+    loop = asyncio.create_task(pump.run(wakeup, poll_s=60))
+    await asyncio.sleep(0.05)  # waiting for a wake-up
+    wakeup.set()
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop, 5)

@@ -128,8 +128,9 @@ class HookFollower:
     async def run(self) -> None:
         await self.prepare()
         while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self.poll_s)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll_s):  # not wait_for: see OutboxPump.run
+                    await self._wakeup.wait()
             self._wakeup.clear()
             try:
                 await self.flush()
