@@ -84,6 +84,9 @@ class BackendBroker(Protocol):
     async def publish_stops(self, stops: Sequence[StopJob]) -> None:
         """Broadcast `stop_process` for each job on `direct_messaging`; return once confirmed."""
 
+    async def publish_direct(self, message: Outgoing) -> None:
+        """Publish an operator's order to `direct_messaging`, matched on the message's headers."""
+
     async def next_batch(self, max_size: int, max_wait_s: float) -> Sequence[Delivery]:
         """Wait for at least one inbound message, then gather up to `max_size` of them."""
 
