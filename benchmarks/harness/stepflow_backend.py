@@ -36,11 +36,11 @@ from typing import Any
 
 from benchmarks.harness.common import AMQP_URL, Load
 from stepflow.adapters.amqp import AmqpBackendBroker
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.logging import configure
 from stepflow.adapters.persistence import open_engine
+from stepflow.engine import events as ev
 from stepflow.engine.definitions import WorkflowDefinition, build_definition
-from stepflow.engine.ports import Outgoing
 from stepflow.engine.workflow import Workflow
 
 START_CHUNK = 500
@@ -96,13 +96,13 @@ class TimedBroker(AmqpBackendBroker):
 
         return on_message
 
-    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
+    async def publish_orders(self, orders: Sequence[ev.JobSubmitted]) -> None:
         begun = time.perf_counter()
         await super().publish_orders(orders)
         confirmed = time.perf_counter()
         self.stages.note("publish until confirmed", confirmed - begun)
         self.orders += len(orders)
-        for workflow_id in {str(order.headers.get("workflow_id")) for order in orders}:
+        for workflow_id in {str(order.originator_id) for order in orders}:
             # The completions received before this publish began caused these orders (the
             # last of them, for a join); later ones answer orders published since.
             received = self.received.get(workflow_id)
@@ -194,7 +194,7 @@ async def main(args: argparse.Namespace) -> int:
     engine = open_engine(args.store)
     broker = TimedBroker(args.amqp_url, prefix=args.prefix, prefetch=args.prefetch)
     options = {} if args.batch_wait is None else {"batch_wait_s": args.batch_wait}
-    backend = Backend(engine, broker, batch_size=args.batch_size, outbox_poll_s=args.outbox_poll, **options)
+    backend = default_backend(engine, broker, batch_size=args.batch_size, outbox_poll_s=args.outbox_poll, **options)
     stages = broker.stages
     stages.wrap_thread(backend, "in_store", "store")
     stages.wrap_thread(backend, "in_outbox_thread", "outbox")

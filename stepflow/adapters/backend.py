@@ -6,12 +6,16 @@ Four loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-proc
   malformed), run the whole batch as one `engine.execute` (one transaction), and only then
   ack the batch. A crash before the ack redelivers, and the aggregate ignores message ids it
   has already applied, so the effect is exactly once.
-- outbox (`stepflow.adapters.outbox`): publish orders from stored events with confirms,
-  then advance the tracked position.
-- timeouts: jobs with a `timeout_s` and no sign of life for that long get `RecordTimeout`.
-- notifications: orders of notification steps go to the in-process `Notifier` (an HTTP call,
-  its result fed back as a command) instead of the broker; workflow hooks are called by a
-  `HookFollower` with its own tracked position (`stepflow.adapters.notify.notifications`, `.hooks`).
+- outbox (`stepflow.adapters.outbox`): hand stored orders on (jobs to the broker with
+  confirms, notification steps to the `Notifier`), then advance the tracked position.
+- timeouts: jobs with a `timeout_s` and no sign of life for that long get `RecordTimeout`
+  (the clocks are kept by `Deadlines`).
+- hooks: a `HookFollower` with its own tracked position calls workflow hooks
+  (`stepflow.adapters.notify`).
+
+The notifier and the hook follower are given to the backend (`default_backend` builds the
+usual ones); it lends them its store thread, so a notification's result and a hook's reads
+are stored and read like everything else.
 
 `eventsourcing` is synchronous, so every command runs in ONE dedicated thread (`self._store`):
 the event loop never blocks on SQLite or PostgreSQL, and commands never race each other (the
@@ -29,7 +33,7 @@ import contextlib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, TypeVar
 from uuid import UUID
 
@@ -37,14 +41,13 @@ import structlog
 from eventsourcing.persistence import PersistenceError
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.deadlines import jobs_in_flight
+from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.faults import FAULT, FAULT_MESSAGE, crash
 from stepflow.adapters.inbox import body_digest, message_key, translate
 from stepflow.adapters.notify.hooks import HookFollower
-from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
-from stepflow.adapters.outbox import OutboxPump, OutboxReader
+from stepflow.adapters.notify.notifications import Notifier
+from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
-from stepflow.adapters.wakeup import woken
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import GaveUp, WorkflowEngine
@@ -83,6 +86,9 @@ class Backend:
         engine: WorkflowEngine,
         broker: BackendBroker,
         *,
+        notifier: Notifier,
+        hooks: HookFollower,
+        deadlines: Deadlines | None = None,
         batch_size: int = 256,
         batch_wait_s: float = 0.002,
         outbox_poll_s: float = 0.5,
@@ -90,7 +96,6 @@ class Backend:
         max_body: int = p.MAX_BODY_BYTES,
         on_worker: WorkerListener | None = None,
         after_store: Callable[[], None] | None = None,
-        notifier: Notifier | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
@@ -105,16 +110,24 @@ class Backend:
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
-        self._deadlines: dict[str, tuple[UUID, float, datetime]] = {}  # job -> (wf, timeout, last sign)
         self._tasks: list[asyncio.Task[Any]] = []
-        self.stats = {"batches": 0, "messages": 0, "quarantined": 0, "orders": 0, "timeouts": 0,
-                      "duplicates": 0, "late_answers": 0, "late_progress": 0}
+        self._counts = {"batches": 0, "messages": 0, "quarantined": 0, "timeouts": 0,
+                        "duplicates": 0, "late_answers": 0, "late_progress": 0}
         self.batch_sizes: Counter[int] = Counter()  # inbound batch size -> how many batches
+        self.deadlines = deadlines if deadlines is not None else Deadlines()
         # notification steps and hooks: HTTP calls made here, results fed back as commands
-        self.notifier = notifier or Notifier()
-        if self.notifier.record is None:
-            self.notifier.record = self._record_notification
-        self.hooks = HookFollower(engine, self.in_store, self.notifier, poll_s=outbox_poll_s)
+        self.notifier = notifier
+        if notifier.record is None:
+            notifier.record = self._record_notification
+        self.hooks = hooks
+        if hooks.in_store is None:
+            hooks.in_store = self.in_store
+        self.dispatch = Dispatch(broker, notifier, self.deadlines)
+
+    @property
+    def stats(self) -> dict[str, int]:
+        """Counters since start: inbound batches and messages by fate, orders, timeouts."""
+        return {**self._counts, "orders": self.dispatch.published}
 
     async def in_store(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """Run a synchronous store call in the store thread."""
@@ -131,12 +144,12 @@ class Backend:
         await self.broker.connect()
         # Two backends starting on a fresh store race to create the same tracking tables.
         reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
-        self._outbox = OutboxPump(reader, self._publish_batch, self.in_outbox_thread)
+        self._outbox = OutboxPump(reader, self.dispatch.publish, self.in_outbox_thread)
         await despite_ddl_race(self.hooks.prepare)
-        await self.in_store(self._load_deadlines)
+        await self.in_store(self.deadlines.resume, self.engine, datetime.now(UTC))
         self._tasks = [
             asyncio.create_task(self._inbox_loop(), name="stepflow-inbox"),
-            asyncio.create_task(self._outbox_loop(), name="stepflow-outbox"),
+            asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),
             asyncio.create_task(self._timeout_loop(), name="stepflow-timeouts"),
             asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
         ]
@@ -201,8 +214,8 @@ class Backend:
         for delivery in batch:
             if delivery.redelivered:
                 await self._apply_suspect(delivery)
-        self.stats["batches"] += 1
-        self.stats["messages"] += len(batch)
+        self._counts["batches"] += 1
+        self._counts["messages"] += len(batch)
         self.batch_sizes[len(batch)] += 1
 
     async def _apply(self, batch: Sequence[Delivery], also: Sequence[ev.Event] = ()) -> None:
@@ -283,12 +296,12 @@ class Backend:
             self._track(command, now)
             return
         key = {"duplicate": "duplicates", "late": "late_answers", "late_progress": "late_progress"}[outcome.ignored]
-        self.stats[key] += 1
+        self._counts[key] += 1
         log.debug("message_" + outcome.ignored, cause=command.cause, workflow_id=str(command.workflow_id))
 
     async def _quarantine(self, rejects: Sequence[Reject]) -> None:
         """Record the batch's unusable messages in one transaction, then keep and ack them."""
-        self.stats["quarantined"] += len(rejects)
+        self._counts["quarantined"] += len(rejects)
         messages = []
         for r in rejects:
             log.warning("message_quarantined", queue=r.delivery.queue, message_id=r.delivery.message_id,
@@ -305,12 +318,6 @@ class Backend:
 
     # --- outbox ------------------------------------------------------------------------
 
-    async def _outbox_loop(self) -> None:
-        while True:
-            await woken(self._outbox_wakeup, self.outbox_poll_s)
-            self._outbox_wakeup.clear()
-            await self._pump().pump()
-
     async def flush_outbox(self) -> int:
         """Publish everything stored and not yet published; return how many orders went."""
         return await self._pump().drain()
@@ -324,31 +331,8 @@ class Backend:
         assert self._outbox is not None, "start the backend first"
         return self._outbox
 
-    async def _publish_batch(self, orders: list[p.Message], directs: list[p.Message]) -> None:
-        """One batch read by the outbox: jobs to the broker, notification steps to the
-        notifier; return once the broker confirmed every message."""
-        if orders:
-            calls = [o for o in orders if o.headers.get("mode") == NOTIFICATION]
-            if len(calls) < len(orders):
-                jobs = [o for o in orders if o.headers.get("mode") != NOTIFICATION]
-                if FAULT == "during_publish" and len(jobs) >= 2:
-                    await self.broker.publish_orders(jobs[: len(jobs) // 2])
-                    crash()
-                await self.broker.publish_orders(jobs)
-            for call in calls:
-                self.notifier.submit(call)
-            now = datetime.now(UTC)
-            for order in orders:
-                timeout = order.headers.get("timeout_s")
-                if timeout:
-                    self._deadlines[order.message_id] = (
-                        UUID(order.headers["workflow_id"]), timeout, now + timedelta(seconds=order.delay_s),
-                    )
-        for direct in directs:
-            await self.broker.publish_direct(direct)
-        self.stats["orders"] += len(orders)
-
     async def _record_notification(self, command: cmd.Command) -> cmd.Outcome:
+        """A notification step's result, fed back by the notifier like a worker's answer."""
         (outcome,) = await self.in_store(self.engine.execute, [command])
         self._track(command, datetime.now(UTC))
         self._stored()
@@ -356,23 +340,15 @@ class Backend:
 
     # --- timeouts ----------------------------------------------------------------------
 
-    def _load_deadlines(self) -> None:
-        """Arm the jobs with a timeout still in flight when the backend starts (e.g. after a
-        crash), their clocks starting now. Arming every job ever submitted would, one timeout
-        later, send a refused `RecordTimeout` for each of them."""
-        now = datetime.now(UTC)
-        for job_id, (workflow_id, timeout) in jobs_in_flight(self.engine).items():
-            self._deadlines[job_id] = (workflow_id, timeout, now)
-
     def _track(self, command: cmd.Command, now: datetime) -> None:
+        """A sign of life restarts the job's clock; any other answer stops it."""
         job_id = getattr(command, "job_id", None)
-        if job_id is None or job_id not in self._deadlines:
+        if job_id is None:
             return
         if isinstance(command, cmd.RecordProgress):
-            workflow_id, timeout, _ = self._deadlines[job_id]
-            self._deadlines[job_id] = (workflow_id, timeout, now)
+            self.deadlines.touch(job_id, now)
         else:
-            del self._deadlines[job_id]
+            self.deadlines.end(job_id)
 
     async def _timeout_loop(self) -> None:
         while True:
@@ -380,18 +356,24 @@ class Backend:
             await self.check_timeouts()
 
     async def check_timeouts(self) -> None:
-        now = datetime.now(UTC)
-        expired = [
-            (job_id, workflow_id)
-            for job_id, (workflow_id, timeout, last) in self._deadlines.items()
-            if now - last > timedelta(seconds=timeout)
-        ]
+        expired = self.deadlines.expired(datetime.now(UTC))
         if not expired:
             return
         commands = [cmd.RecordTimeout(workflow_id=wf, job_id=job, cause=f"timeout:{job}") for job, wf in expired]
         await self.in_store(self.engine.execute, commands)
-        self.stats["timeouts"] += len(commands)
+        self._counts["timeouts"] += len(commands)
         for job_id, _ in expired:
-            self._deadlines.pop(job_id, None)
+            self.deadlines.end(job_id)
         log.info("jobs_timed_out", count=len(expired))
         self._stored()
+
+
+def default_backend(engine: WorkflowEngine, broker: BackendBroker, *, notifier: Notifier | None = None,
+                    outbox_poll_s: float = 0.5, **options: Any) -> Backend:
+    """A `Backend` with its usual helpers: a `Notifier` (allowed hosts from
+    $STEPFLOW_NOTIFICATION_HOSTS) unless one is given, a `HookFollower` that polls as often
+    as the outbox, and empty `Deadlines`. `options` are the Backend's own."""
+    notifier = notifier if notifier is not None else Notifier()
+    hooks = HookFollower(engine, notifier, poll_s=outbox_poll_s)
+    return Backend(engine, broker, notifier=notifier, hooks=hooks, deadlines=Deadlines(),
+                   outbox_poll_s=outbox_poll_s, **options)

@@ -1,10 +1,14 @@
 """The outbox: job orders are published from stored events, never straight from a command.
 
-It follows the notification log from a tracked position (`Tracking("outbox", id)` in the
-store's tracking table): read the next stored `JobSubmitted` (and stop) events, publish them
+It follows the notification log from a tracked position (`Tracking("outbox", id)`, a
+`LogFollower`): read the next stored `JobSubmitted` (and stop-causing) events, hand them on
 with publisher confirms, then advance the position. A crash between store and publish, or
 between publish and advancing, republishes on restart: at least once, never lost. Duplicates
 are harmless because an order's message id is its job id, which workers remember.
+
+What goes where is read from the events (`Dispatch`): a job to the broker, a notification
+step's call to the `Notifier`, and a clock for each order with a timeout (`Deadlines`). The
+broker builds the wire message at its edge; nothing here encodes.
 
 Confirms are pipelined (`OutboxPump`): a confirm for a persistent message comes only once the
 broker has written it to disk or a worker has acked it, which for a job order means the job
@@ -19,101 +23,96 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, datetime
 from typing import Any
 
-from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
-
-from stepflow.adapters import protocol as p
+from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.faults import FAULT, crash
+from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
+from stepflow.adapters.wakeup import woken
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.follower import LogFollower
+from stepflow.engine.ports import BackendBroker, StopJob
 
 OUTBOX = "outbox"
 TOPICS = ("JobSubmitted", "WorkflowStopped", "WorkflowDeleted", "JobTimedOut")
 
 
-def order_message(event: ev.JobSubmitted) -> p.Message:
-    order = p.JobOrder(
-        job_id=event.job_id,
-        parameters=p.to_parameters(event.parameters),
-        workflow_id=str(event.originator_id),
-        attempt=event.attempt,
-        timeout_s=event.timeout_s,
-    )
-    headers: dict[str, object] = {"workflow_id": str(event.originator_id), "job_type": event.job_type,
-                                  "step_id": event.step_id, "attempt": event.attempt}
-    if event.timeout_s is not None:
-        headers["timeout_s"] = event.timeout_s
-    if event.mode != "job":
-        headers["mode"] = event.mode  # "notification": the backend's notifier runs it, not the broker
-    return p.Message(
-        routing_key=event.job_type,
-        body=p.encoder.encode(order),
-        message_id=event.job_id,
-        headers=headers,
-        priority=event.priority,
-        delay_s=event.delay_s,
-    )
-
-
-def stop_messages(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut) -> list[p.Message]:
-    """`stop_process` for each job that was running, broadcast: the backend does not track
-    which instance holds a job, and a worker not holding it ignores the order. A timed-out
-    job is stopped too: a worker still at it would hold a prefetch slot to the end."""
+def stop_jobs(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut) -> list[StopJob]:
+    """The jobs that were running, which workers are told to stop. A timed-out job is
+    stopped too: a worker still at it would hold a prefetch slot to the end."""
     jobs = (event.job_id,) if isinstance(event, ev.JobTimedOut) else event.jobs
-    return [
-        p.Message(
-            routing_key="",
-            body=p.encoder.encode(p.DirectOrder(type="stop_process", job_id=job_id)),
-            message_id=f"stop:{job_id}",
-            headers={"broadcast": True, "workflow_id": str(event.originator_id)},
-        )
-        for job_id in jobs
-    ]
+    return [StopJob(workflow_id=event.originator_id, job_id=job_id) for job_id in jobs]
 
 
 class OutboxReader:
     """The synchronous half (runs in the outbox's thread): read the next events, track progress."""
 
     def __init__(self, engine: WorkflowEngine, batch_size: int = 500) -> None:
-        self.engine = engine
-        self.batch_size = batch_size
-        self.tracking: TrackingRecorder = engine.factory.tracking_recorder()
-        self.position = self.tracking.max_tracking_id(OUTBOX) or 0
+        self.log = LogFollower(engine, OUTBOX, TOPICS, batch_size=batch_size)
 
-    def next_batch(self, after: int | None = None) -> tuple[int, list[p.Message], list[p.Message]]:
-        """(last notification id, orders, direct messages) after `after` (default: the tracked
+    @property
+    def position(self) -> int:
+        return self.log.position
+
+    def next_batch(self, after: int | None = None) -> tuple[int, list[ev.JobSubmitted], list[StopJob]]:
+        """(last notification id, orders, jobs to stop) after `after` (default: the tracked
         position); the last id is `after` itself when there is nothing new."""
         after = self.position if after is None else after
-        items = self.engine.notifications(after, self.batch_size, topics=TOPICS)
-        orders: list[p.Message] = []
-        directs: list[p.Message] = []
+        items = self.log.read(after)
+        orders: list[ev.JobSubmitted] = []
+        stops: list[StopJob] = []
         for _, event in items:
             if isinstance(event, ev.JobSubmitted):
-                orders.append(order_message(event))
+                orders.append(event)
             elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted, ev.JobTimedOut)):
-                directs.extend(stop_messages(event))
+                stops.extend(stop_jobs(event))
         last = items[-1][0] if items else after
-        return last, orders, directs
+        return last, orders, stops
 
     def advance(self, position: int) -> None:
-        if position <= self.position:
-            return
-        try:
-            self.tracking.insert_tracking(Tracking(OUTBOX, position))
-        except IntegrityError:
-            pass  # another backend's outbox got further: keep going from ours
-        self.position = position
+        self.log.record(position)
 
 
-Publish = Callable[[list[p.Message], list[p.Message]], Coroutine[Any, Any, None]]
+Publish = Callable[[list[ev.JobSubmitted], list[StopJob]], Coroutine[Any, Any, None]]
+
+
+class Dispatch:
+    """Where one batch read by the outbox goes, by each event's fields: jobs to the broker,
+    notification steps to the notifier, a clock for each order with a timeout. `publish`
+    returns once the broker confirmed every message."""
+
+    def __init__(self, broker: BackendBroker, notifier: Notifier, deadlines: Deadlines) -> None:
+        self.broker = broker
+        self.notifier = notifier
+        self.deadlines = deadlines
+        self.published = 0  # orders handed on (jobs and notification calls)
+
+    async def publish(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        if orders:
+            jobs = [o for o in orders if o.mode != NOTIFICATION]
+            if jobs:
+                if FAULT == "during_publish" and len(jobs) >= 2:
+                    await self.broker.publish_orders(jobs[: len(jobs) // 2])
+                    crash()
+                await self.broker.publish_orders(jobs)
+            for order in orders:
+                if order.mode == NOTIFICATION:
+                    self.notifier.submit(order)
+            now = datetime.now(UTC)
+            for order in orders:
+                self.deadlines.arm(order, now)
+        if stops:
+            await self.broker.publish_stops(stops)
+        self.published += len(orders)
 
 
 class OutboxPump:
     """The asynchronous half: publishes batch after batch, with their confirms in flight.
 
     `in_thread` runs the reader's synchronous calls off the event loop; `publish(orders,
-    directs)` returns once the broker confirmed all of them (it decides where each goes).
+    stops)` returns once the broker confirmed all of them (it decides where each goes).
     Confirmed batches are settled by the next `pump` (the next stored event, or the caller's
     poll): a confirm alone is no reason to read the log again.
     """
@@ -132,18 +131,26 @@ class OutboxPump:
     def position(self) -> int:
         return self.reader.position
 
+    async def run(self, wakeup: asyncio.Event, poll_s: float) -> None:
+        """Pump whenever `wakeup` is set (events were stored here), or every `poll_s` (for
+        events another process stored)."""
+        while True:
+            await woken(wakeup, poll_s)
+            wakeup.clear()
+            await self.pump()
+
     async def pump(self) -> int:
         """Publish what is stored and not yet published, and advance over what is confirmed;
         return how many orders were confirmed by this call."""
         async with self._lock:
             settled = 0
             while True:
-                last, orders, directs = await self.in_thread(self.reader.next_batch, self._read_to)
+                last, orders, stops = await self.in_thread(self.reader.next_batch, self._read_to)
                 if last == self._read_to:
                     return settled + await self._settle(wait=False)
                 if orders and FAULT == "after_store_before_publish":
                     crash()
-                task = asyncio.create_task(self.publish(orders, directs), name="stepflow-outbox-publish")
+                task = asyncio.create_task(self.publish(orders, stops), name="stepflow-outbox-publish")
                 self._in_flight.append((last, len(orders), task))
                 self._read_to = last
                 settled += await self._settle(wait=len(self._in_flight) >= self.max_in_flight)

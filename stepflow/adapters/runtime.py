@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol, Self
 from uuid import UUID
 
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.read_side import ReadSide
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
@@ -55,7 +55,7 @@ class Runtime:
         if read_side is not None:
             backend_options.setdefault("on_worker", read_side.on_worker)
             backend_options.setdefault("after_store", read_side.wake)
-        self.backend = Backend(engine, brokers.backend(), **backend_options)
+        self.backend = default_backend(engine, brokers.backend(), **backend_options)
         self.workers = list(workers)
         self._worker_tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()

@@ -2,13 +2,21 @@
 
 `stepflow.adapters.amqp` (RabbitMQ) and `stepflow.adapters.memory` (in-process, embedded
 mode) implement these; the backend and the worker SDK are written against them only.
-Bodies are bytes: encoding belongs to `stepflow.adapters.protocol`, shared by both.
+Inbound bodies are bytes: decoding belongs to `stepflow.adapters.protocol`, shared by both.
+Outbound, the backend hands over what the log says (stored `JobSubmitted` events, jobs to
+stop) and each broker builds the wire message at its edge (`stepflow.adapters.orders`), so
+nothing in the process reads back a message it encoded itself.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
+from uuid import UUID
+
+import msgspec
+
+from stepflow.engine import events as ev
 
 
 class Delivery(Protocol):
@@ -55,6 +63,13 @@ class Outgoing(Protocol):
     def delay_s(self) -> float: ...
 
 
+class StopJob(msgspec.Struct, frozen=True, kw_only=True):
+    """A job a worker must stop (its workflow was stopped or deleted, or it timed out)."""
+
+    workflow_id: UUID
+    job_id: str
+
+
 class BackendBroker(Protocol):
     """The backend's side: job orders out, responses and unroutable orders in."""
 
@@ -66,11 +81,15 @@ class BackendBroker(Protocol):
     def connected(self) -> bool:
         """Whether the broker can be reached now (readiness: `/readyz`), without I/O."""
 
-    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
-        """Publish to `job_submit`; return only once the broker confirmed every one."""
+    async def publish_orders(self, orders: Sequence[ev.JobSubmitted]) -> None:
+        """Publish each stored order to `job_submit` (routing key: its job type); return only
+        once the broker confirmed every one."""
+
+    async def publish_stops(self, stops: Sequence[StopJob]) -> None:
+        """Broadcast `stop_process` for each job on `direct_messaging`; return once confirmed."""
 
     async def publish_direct(self, message: Outgoing) -> None:
-        """Publish to `direct_messaging`, matched on the message's headers."""
+        """Publish an operator's order to `direct_messaging`, matched on the message's headers."""
 
     async def next_batch(self, max_size: int, max_wait_s: float) -> Sequence[Delivery]:
         """Wait for at least one inbound message, then gather up to `max_size` of them."""

@@ -21,7 +21,7 @@ from typing import Any
 import badinput as bi
 from fault_kit import audit, figures, pipeline, scaled
 
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.memory.broker import BACKEND_QUEUES, MemoryBroker, MemoryDelivery
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine import events as ev
@@ -38,8 +38,8 @@ class Rig:
         self.broker = MemoryBroker()
         for job_type in (bi.DONE_TYPE, bi.HELD_TYPE):
             self.broker.bindings[job_type] = job_type  # declared, and nobody consumes them
-        self.backend = Backend(self.engine, self.broker.backend(), max_body=MAX_BODY, outbox_poll_s=0.05,
-                               timeout_check_s=0.2)
+        self.backend = default_backend(self.engine, self.broker.backend(), max_body=MAX_BODY,
+                                       outbox_poll_s=0.05, timeout_check_s=0.2)
         self.worker = bi.quiet_worker()
         self.stop = asyncio.Event()
 

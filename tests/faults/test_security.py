@@ -21,7 +21,7 @@ from fault_kit import FAULT_WORKERS, figures, pipeline, ready, wait_all_final
 from fault_workers import FAULT_TYPES
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine import events as ev
@@ -92,7 +92,7 @@ def test_the_quarantine_keeps_payloads_as_data_and_never_runs_them(tmp_path: Pat
     marker = tmp_path / "pwned"
     engine = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     broker = MemoryBroker()
-    backend = Backend(engine, broker.backend(), max_body=4096)
+    backend = default_backend(engine, broker.backend(), max_body=4096)
     payloads = [
         (pickle.dumps(_Evil(str(marker))), "application/x-python-pickle"),
         (pickle.dumps(_Evil(str(marker))), p.CONTENT_TYPE),

@@ -21,7 +21,6 @@ from stepflow.adapters import protocol as p
 from stepflow.adapters.amqp import AmqpBackendBroker, AmqpWorkerBroker, Topology
 from stepflow.adapters.amqp.backend_broker import ack_plan
 from stepflow.adapters.amqp.runtime import AmqpRuntime
-from stepflow.adapters.outbox import order_message
 from stepflow.adapters.workers_loading import load_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -275,7 +274,7 @@ async def test_a_worker_answers_an_order_it_already_completed_without_running_it
         assert (await runtime.wait(workflow_id, timeout=10)).status == "completed"
         # The outbox republishes after a crash between publish and advancing its position:
         submitted = next(e for e in engine.history(workflow_id) if isinstance(e, ev.JobSubmitted))
-        await runtime.backend.broker.publish_orders([order_message(submitted)])
+        await runtime.backend.broker.publish_orders([submitted])
         await rabbit.wait_depth("count_job", messages=0)
         await rabbit.wait_depth(p.JOB_COMPLETED, messages=0)
         await asyncio.sleep(0.2)

@@ -8,11 +8,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
 from stepflow.adapters.workers_loading import load_workers
@@ -87,7 +86,7 @@ async def test_retries_exhausted_fail_the_workflow_with_the_reason() -> None:
 
 
 async def _backend_with(engine: WorkflowEngine, broker: MemoryBroker) -> Backend:
-    backend = Backend(engine, broker.backend(), outbox_poll_s=0.05, timeout_check_s=0.05)
+    backend = default_backend(engine, broker.backend(), outbox_poll_s=0.05, timeout_check_s=0.05)
     await backend.start()
     return backend
 
@@ -308,21 +307,6 @@ async def test_outbox_publishes_orders_stored_before_a_crash_once(tmp_path: Path
         await backend.stop()
         published.append(len(broker.queue("echo")))
     assert published == [1, 0]
-
-
-def test_order_message_matches_the_step_flow_shape() -> None:
-    engine = memory_engine()
-    workflow_id = engine.start_workflow(one_step(parameters={"x": 3, "names": ["a", "b"]}))
-    submitted = next(e for e in engine.history(workflow_id) if isinstance(e, ev.JobSubmitted))
-    from stepflow.adapters.outbox import order_message
-
-    message = order_message(submitted)
-    body = msgspec.json.decode(message.body)
-    assert body["job_id"] == submitted.job_id and body["type"] == "job"
-    assert {"id": "x", "type": "integer", "value": 3} in body["parameters"]
-    assert {"id": "names", "type": "array_of_strings", "value": ["a", "b"]} in body["parameters"]
-    assert message.message_id == submitted.job_id and message.routing_key == "echo"
-    assert message.headers["workflow_id"] == str(workflow_id)
 
 
 async def test_a_stopping_worker_puts_unfinished_orders_back_after_its_grace_period() -> None:

@@ -1,12 +1,14 @@
-"""The jobs a starting backend arms: in flight with a timeout, found from the log, from a
-low-water mark that moves past everything finished."""
+"""The clocks of jobs with a timeout (`Deadlines`), and the jobs a starting backend arms: in
+flight with a timeout, found from the log, from a low-water mark that moves past everything
+finished."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from uuid import UUID
+from uuid import UUID, uuid4
 
-from stepflow.adapters.deadlines import MARK, jobs_in_flight
+from stepflow.adapters.deadlines import MARK, Deadlines, Due
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
@@ -23,6 +25,14 @@ def job(engine: WorkflowEngine, workflow_id: UUID, step: str = "s") -> str:
 
 def submitted_at(engine: WorkflowEngine, job_id: str) -> int:
     return next(n for n, e in engine.notifications(0, 10_000) if isinstance(e, ev.JobSubmitted) and e.job_id == job_id)
+
+
+def jobs_in_flight(engine: WorkflowEngine) -> dict[str, tuple[UUID, float]]:
+    """What a backend starting now arms."""
+    deadlines = Deadlines()
+    armed = deadlines.resume(engine, datetime.now(UTC))
+    assert armed == len(deadlines)
+    return deadlines.armed()
 
 
 def test_only_jobs_still_in_flight_are_armed_and_the_mark_moves_past_the_rest(tmp_path: Path) -> None:
@@ -48,3 +58,25 @@ def test_only_jobs_still_in_flight_are_armed_and_the_mark_moves_past_the_rest(tm
     engine.command(cmd.RecordCompleted(workflow_id=later, job_id=job(engine, later), cause="c3"))
     assert jobs_in_flight(engine) == {}
     assert tracking.max_tracking_id(MARK) == engine.max_notification_id()  # nothing left behind it
+
+
+def submitted(job_id: str, timeout_s: float | None, delay_s: float = 0.0) -> ev.JobSubmitted:
+    return ev.JobSubmitted(originator_id=uuid4(), originator_version=2, timestamp=datetime.now(UTC), job_id=job_id,
+                           step_id="s", index=0, attempt=1, job_type="echo", parameters={},
+                           timeout_s=timeout_s, delay_s=delay_s)
+
+
+def test_a_clock_runs_from_the_order_after_its_delay_and_restarts_on_a_sign_of_life() -> None:
+    deadlines, now = Deadlines(), datetime.now(UTC)
+    quick, delayed, untimed = submitted("quick", 1.0), submitted("delayed", 1.0, delay_s=5.0), submitted("free", None)
+    for order in (quick, delayed, untimed):
+        deadlines.arm(order, now)
+    assert set(deadlines.armed()) == {"quick", "delayed"}  # no timeout, no clock
+    later = now + timedelta(seconds=2)
+    assert deadlines.expired(later) == [Due("quick", quick.originator_id)]  # "delayed" is not due yet
+    deadlines.touch("quick", later)
+    assert deadlines.expired(later + timedelta(seconds=0.5)) == []
+    deadlines.touch("free", later)  # a job with no clock stays without one
+    deadlines.end("quick")
+    assert deadlines.expired(now + timedelta(seconds=7)) == [Due("delayed", delayed.originator_id)]
+    assert set(deadlines.armed()) == {"delayed"}

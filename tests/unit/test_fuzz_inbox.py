@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.inbox import body_digest, message_key
 from stepflow.adapters.memory.broker import BACKEND_QUEUES, MemoryBroker, MemoryDelivery
 from stepflow.engine import events as ev
@@ -50,7 +50,7 @@ class World:
         self.loop = asyncio.new_event_loop()
         self.engine = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
         self.broker = MemoryBroker()
-        self.backend = Backend(self.engine, self.broker.backend(), max_body=MAX_BODY, batch_wait_s=0)
+        self.backend = default_backend(self.engine, self.broker.backend(), max_body=MAX_BODY, batch_wait_s=0)
         definition = build_definition({"identifier": "fuzz", "steps": [
             {"id": "a", "job_type": "fuzz_a"}, {"id": "b", "job_type": "fuzz_b", "parents": ["a"]}]})
         self.definition = definition

@@ -245,3 +245,46 @@ async def test_hook_failures_are_retried_then_logged() -> None:
     notifier = Notifier(transport=transport, hook_backoff_s=0.001)
     assert await notifier.call_hook({"url": "http://x/"}, workflow_id="w", when="on_error") is False
     assert len(seen) == 3 and notifier.stats["hooks_failed"] == 1
+
+
+async def test_two_flushes_at_once_call_a_workflow_hook_once() -> None:
+    """The follower's own loop and a caller may flush together: one reads, the other waits."""
+    from stepflow.adapters.notify.hooks import HookFollower
+    from stepflow.engine import commands as cmd
+
+    seen: list[HttpCall] = []
+
+    def transport(call: HttpCall) -> HttpAnswer:
+        seen.append(call)
+        return HttpAnswer(status=200)
+
+    async def in_store(fn: Any, *args: Any) -> Any:
+        await asyncio.sleep(0)  # a thread hop: the other flush gets a turn
+        return fn(*args)
+
+    e = engine()
+    hooks = HookFollower(e, Notifier(transport=transport, allowed_hosts={"x"}), in_store=in_store)
+    await hooks.prepare()  # the position: the end of the (empty) log
+    definition = build_definition({"identifier": "h", "steps": [{"id": "work", "job_type": "work"}],
+                                   "hooks": {"on_completed": [{"url": "http://x/done"}]}})
+    wid = e.start_workflow(definition)
+    (job,) = e.load(wid).state.current_jobs("work")
+    e.command(cmd.RecordCompleted(workflow_id=wid, job_id=job.job_id))
+    assert sum(await asyncio.gather(hooks.flush(), hooks.flush())) == 1
+    assert len(seen) == 1 and await hooks.flush() == 0
+
+
+async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_hook_loop() -> None:
+    """As for the outbox: woken and cancelled in the same tick, the loop ends."""
+    from stepflow.adapters.notify.hooks import HookFollower
+
+    async def in_store(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    hooks = HookFollower(engine(), Notifier(allowed_hosts=()), poll_s=60, in_store=in_store)
+    loop = asyncio.create_task(hooks.run())
+    await asyncio.sleep(0.05)  # waiting for a wake-up
+    hooks.wake()
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop, 5)

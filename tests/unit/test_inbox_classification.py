@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import SUSPECT_ATTEMPTS, Backend
+from stepflow.adapters.backend import SUSPECT_ATTEMPTS, Backend, default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.inbox import translate
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
@@ -73,7 +73,7 @@ async def world() -> AsyncIterator[World]:
     engine = BuggyEngine(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     broker = MemoryBroker()
     broker.bindings["nobody"] = "nobody"  # a job queue that no worker consumes: orders wait there
-    backend = Backend(engine, broker.backend(), outbox_poll_s=0.05, timeout_check_s=0.05)
+    backend = default_backend(engine, broker.backend(), outbox_poll_s=0.05, timeout_check_s=0.05)
     await backend.start()
     try:
         yield World(engine, broker, backend)

@@ -9,10 +9,11 @@ from typing import Any
 
 import pytest
 
-from stepflow.adapters import protocol as p
 from stepflow.adapters.outbox import OutboxPump, OutboxReader
+from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
+from stepflow.engine.ports import StopJob
 
 ONE_STEP = build_definition({"identifier": "t", "steps": [{"id": "only", "job_type": "echo"}]})
 
@@ -24,8 +25,8 @@ class HeldConfirms:
         self.batches: list[list[str]] = []
         self.confirm: list[asyncio.Future[None]] = []
 
-    async def __call__(self, orders: list[p.Message], directs: list[p.Message]) -> None:
-        self.batches.append([o.message_id for o in orders])
+    async def __call__(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        self.batches.append([o.job_id for o in orders])
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.confirm.append(confirmed)
         await confirmed
@@ -66,7 +67,7 @@ async def test_a_batch_is_published_before_the_previous_one_is_confirmed(engine:
 
 
 async def test_a_failed_publish_stops_the_pump_without_advancing(engine: WorkflowEngine) -> None:
-    async def refused(orders: list[p.Message], directs: list[p.Message]) -> None:
+    async def refused(orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
         raise RuntimeError("broker refused")
 
     pump = OutboxPump(OutboxReader(engine), refused, in_thread)
@@ -96,3 +97,16 @@ async def test_in_flight_batches_are_bounded(engine: WorkflowEngine) -> None:
         confirmed.set_result(None)
     await pumping
     assert await pump.drain() >= 0 and pump.position == engine.max_notification_id()
+
+
+async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_loop(engine: WorkflowEngine) -> None:
+    """Woken and cancelled in the same tick (a backend stopping as it stores): the loop ends.
+    With `asyncio.wait_for` on Python 3.11 the cancellation was swallowed and `stop` hung."""
+    pump = OutboxPump(OutboxReader(engine), HeldConfirms(), in_thread)
+    wakeup = asyncio.Event()
+    loop = asyncio.create_task(pump.run(wakeup, poll_s=60))
+    await asyncio.sleep(0.05)  # waiting for a wake-up
+    wakeup.set()
+    loop.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(loop, 5)

@@ -14,7 +14,7 @@ import uuid
 from typing import Any
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import Backend
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.memory.broker import MemoryBroker
 from stepflow.engine import events as ev
@@ -61,7 +61,7 @@ async def test_a_restarted_worker_reports_progress_under_new_ids_and_it_is_recor
     worker process runs the job again and reports progress 10 again: recorded, not dropped
     as a duplicate of the first run's report."""
     engine, broker = memory_engine(), MemoryBroker()
-    backend = Backend(engine, broker.backend(), outbox_poll_s=0.05, timeout_check_s=0.05)
+    backend = default_backend(engine, broker.backend(), outbox_poll_s=0.05, timeout_check_s=0.05)
     await backend.start()
     reported = asyncio.Event()
     release = asyncio.Event()

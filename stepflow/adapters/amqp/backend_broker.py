@@ -5,6 +5,8 @@ consumes every backend queue (responses, unroutable orders, worker announcements
 prefetch, into a single asyncio queue that `next_batch` drains. `ack` settles a batch with
 as few frames as it can: one `basic.ack(multiple=True)` up to the highest tag below which
 every delivery outstanding on the channel is in the batch, single acks for the rest.
+Orders and stops arrive as stored events; they become wire messages here
+(`stepflow.adapters.orders`), at the last moment.
 """
 
 from __future__ import annotations
@@ -32,7 +34,9 @@ from stepflow.adapters.amqp.connection import (
     settle,
 )
 from stepflow.adapters.amqp.topology import Topology, persistent
-from stepflow.engine.ports import Delivery, Outgoing
+from stepflow.adapters.orders import order_message, stop_message
+from stepflow.engine import events as ev
+from stepflow.engine.ports import Delivery, Outgoing, StopJob
 
 log = structlog.get_logger("stepflow.amqp.backend")
 
@@ -89,9 +93,14 @@ class AmqpBackendBroker:
 
     # --- out ---------------------------------------------------------------------------
 
-    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
+    async def publish_orders(self, orders: Sequence[ev.JobSubmitted]) -> None:
         """All at once (confirms pipeline), returning when every one is confirmed."""
-        await asyncio.gather(*(self._publish_order(order) for order in orders))
+        await asyncio.gather(*(self._publish_order(order_message(order)) for order in orders))
+
+    async def publish_stops(self, stops: Sequence[StopJob]) -> None:
+        """One after the other, each confirmed."""
+        for stop in stops:
+            await self.publish_direct(stop_message(stop))
 
     async def _publish_order(self, order: Outgoing) -> None:
         headers = dict(order.headers)

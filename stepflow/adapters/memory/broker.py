@@ -19,7 +19,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from stepflow.adapters import protocol as p
-from stepflow.engine.ports import Outgoing
+from stepflow.adapters.orders import order_message, stop_message
+from stepflow.engine import events as ev
+from stepflow.engine.ports import Outgoing, StopJob
 
 _sequence = itertools.count()
 
@@ -195,9 +197,13 @@ class MemoryBackendBroker:
         """In this process: there is no connection to lose."""
         return True
 
-    async def publish_orders(self, orders: Sequence[Outgoing]) -> None:
+    async def publish_orders(self, orders: Sequence[ev.JobSubmitted]) -> None:
         for order in orders:
-            await self.broker.route_order(order)
+            await self.broker.route_order(order_message(order))
+
+    async def publish_stops(self, stops: Sequence[StopJob]) -> None:
+        for stop in stops:
+            await self.publish_direct(stop_message(stop))
 
     async def publish_direct(self, message: Outgoing) -> None:
         headers = message.headers

@@ -1,25 +1,26 @@
 """Workflow hooks: HTTP calls when a workflow completes or fails, at least once.
 
 The `HookFollower` follows the notification log (`WorkflowCompleted`, `WorkflowFailed`) from
-its own tracked position (`Tracking("hooks", id)`), apart from the outbox, so a slow hook
-endpoint never delays job orders. For each ended workflow whose definition has hooks, it
+its own tracked position (`Tracking("hooks", id)`, a `LogFollower`), apart from the outbox, so
+a slow hook endpoint never delays job orders. For each ended workflow whose definition has hooks, it
 renders them (scope: `workflow.*` parameters, `steps.S.outputs.*` of completed steps, and
 `run.id|status|reason|definition|version`), makes the calls (`Notifier.call_hook`: a few
 tries, then a logged failure), and only then advances its position: a crash re-sends.
 
 On first start over an existing store it begins at the end of the log, so upgrading never
 replays the hooks of workflows that ended long ago.
+
+Its reads run in the backend's store thread, which the backend lends it (`in_store`) when
+the follower is handed to it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import structlog
-from eventsourcing.persistence import IntegrityError, Tracking
 
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.wakeup import woken
@@ -27,13 +28,13 @@ from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.decisions import template_scope
 from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
+from stepflow.engine.follower import LogFollower
 from stepflow.engine.templates import TemplateError, render
 
 log = structlog.get_logger("stepflow.hooks")
 
 HOOKS = "hooks"
 TOPICS = ("WorkflowCompleted", "WorkflowFailed")
-T = TypeVar("T")
 InStore = Callable[..., Awaitable[Any]]
 
 Pending = tuple[int, str, str, list[dict[str, Any]]]  # (notification id, workflow id, when, requests)
@@ -44,23 +45,20 @@ class HookReader:
 
     def __init__(self, engine: WorkflowEngine, batch_size: int = 100) -> None:
         self.engine = engine
-        self.batch_size = batch_size
-        self.tracking = engine.factory.tracking_recorder()
-        position = self.tracking.max_tracking_id(HOOKS)
-        if position is None:
-            position = engine.max_notification_id()
-            if position:
-                self.advance(position, force=True)
-        self.position = position or 0
+        self.log = LogFollower(engine, HOOKS, TOPICS, batch_size=batch_size, new_at_end=True)
         # How far the log is known to hold no ended workflow after `position`. Kept in memory
         # only: without it every wake-up (one per inbound batch) re-scanned the whole log since
         # the last ended workflow, a scan that grows with the log (python -m benchmarks scale).
         self.scanned = self.position
 
+    @property
+    def position(self) -> int:
+        return self.log.position
+
     def next_batch(self) -> tuple[int, list[Pending]]:
         upto = self.engine.max_notification_id()
         start = max(self.position, self.scanned)
-        items = self.engine.notifications(start, self.batch_size, topics=TOPICS, stop=upto)
+        items = self.log.read(start, stop=upto)
         if not items:
             self.scanned = max(start, upto)
         pending: list[Pending] = []
@@ -88,12 +86,8 @@ class HookReader:
                 log.warning("hook_not_rendered", workflow_id=str(state.id), index=i, error=str(error))
         return out
 
-    def advance(self, position: int, force: bool = False) -> None:
-        if not force and position <= self.position:
-            return
-        with contextlib.suppress(IntegrityError):  # another backend got further
-            self.tracking.insert_tracking(Tracking(HOOKS, position))
-        self.position = position
+    def advance(self, position: int) -> None:
+        self.log.record(position)
 
 
 def _hooks_for(definition: WorkflowDefinition, event: ev.Event) -> tuple[NotificationSpec, ...]:
@@ -103,13 +97,16 @@ def _hooks_for(definition: WorkflowDefinition, event: ev.Event) -> tuple[Notific
 
 
 class HookFollower:
-    def __init__(self, engine: WorkflowEngine, in_store: InStore, notifier: Notifier,
-                 poll_s: float = 0.5) -> None:
+    """The asynchronous half: wakes on stored events (or polls), calls, then advances."""
+
+    def __init__(self, engine: WorkflowEngine, notifier: Notifier, *, poll_s: float = 0.5,
+                 in_store: InStore | None = None) -> None:
         self.engine = engine
-        self.in_store = in_store
         self.notifier = notifier
         self.poll_s = poll_s
+        self.in_store = in_store  # the backend's store thread, lent when it takes this follower
         self._wakeup = asyncio.Event()
+        self._lock = asyncio.Lock()  # one flush at a time, or a workflow's hooks are called twice
         self.reader: HookReader | None = None
 
     def wake(self) -> None:
@@ -122,7 +119,7 @@ class HookFollower:
     async def prepare(self) -> None:
         """Read the tracked position (before the backend takes commands, so no end is missed)."""
         if self.reader is None:
-            self.reader = await self.in_store(HookReader, self.engine)
+            self.reader = await self._in_store(HookReader, self.engine)
 
     async def run(self) -> None:
         await self.prepare()
@@ -138,12 +135,17 @@ class HookFollower:
         """Call the hooks of every workflow ended since the position; return how many calls."""
         assert self.reader is not None
         calls = 0
-        while True:
-            last, pending = await self.in_store(self.reader.next_batch)
-            if last == self.reader.position:
-                return calls
-            for _, workflow_id, when, requests in pending:
-                await asyncio.gather(*(self.notifier.call_hook(r, workflow_id=workflow_id, when=when)
-                                       for r in requests))
-                calls += len(requests)
-            await self.in_store(self.reader.advance, last)
+        async with self._lock:
+            while True:
+                last, pending = await self._in_store(self.reader.next_batch)
+                if last == self.reader.position:
+                    return calls
+                for _, workflow_id, when, requests in pending:
+                    await asyncio.gather(*(self.notifier.call_hook(r, workflow_id=workflow_id, when=when)
+                                           for r in requests))
+                    calls += len(requests)
+                await self._in_store(self.reader.advance, last)
+
+    async def _in_store(self, fn: Callable[..., Any], *args: Any) -> Any:
+        assert self.in_store is not None, "hand the follower to a backend first"
+        return await self.in_store(fn, *args)

@@ -2,7 +2,7 @@
 
 A notification step's job is an ordinary stored `JobSubmitted` (mode "notification") whose
 parameters are the rendered request (`method`, `url`, `headers`, `body`). The outbox hands
-it here instead of to the broker; the `Notifier` waits its backoff delay, makes the call
+the event here instead of to the broker; the `Notifier` waits its backoff delay, makes the call
 off the event loop (stdlib `urllib` in a thread, at most `max_concurrency` at once) and
 feeds the outcome back as a `RecordCompleted` / `RecordError` command, so retries follow the
 step's policy. The command's cause is `notification:<job id>`: a call repeated after a
@@ -28,13 +28,12 @@ import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
-from uuid import UUID
 
 import msgspec
 import structlog
 
-from stepflow.adapters import protocol as p
 from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
 
 log = structlog.get_logger("stepflow.notifications")
 
@@ -166,26 +165,24 @@ class Notifier:
     def in_flight(self) -> int:
         return len(self._running)
 
-    def submit(self, order: p.Message) -> None:
-        """Take a notification job's order (as the outbox built it); run it in the background."""
-        if order.message_id in self._running:
+    def submit(self, order: ev.JobSubmitted) -> None:
+        """Take a notification job's stored order; run it in the background."""
+        if order.job_id in self._running:
             return  # republished while the first call is still under way
-        task = asyncio.create_task(self._run_job(order), name=f"stepflow-notify-{order.message_id[:8]}")
-        self._running[order.message_id] = task
-        task.add_done_callback(lambda _: self._running.pop(order.message_id, None))
+        task = asyncio.create_task(self._run_job(order), name=f"stepflow-notify-{order.job_id[:8]}")
+        self._running[order.job_id] = task
+        task.add_done_callback(lambda _: self._running.pop(order.job_id, None))
 
-    async def _run_job(self, order: p.Message) -> None:
-        job_id = order.message_id
-        workflow_id = UUID(str(order.headers["workflow_id"]))
+    async def _run_job(self, order: ev.JobSubmitted) -> None:
+        job_id = order.job_id
+        workflow_id = order.originator_id
         bound = log.bind(workflow_id=str(workflow_id), job_id=job_id)
         if order.delay_s:
             await asyncio.sleep(order.delay_s)
         started = time.monotonic()
         try:
-            request = p.from_parameters(p.decode_order(order.body).parameters)
-            timeout = order.headers.get("timeout_s")
             # answer well before the job's deadline, or the timeout check would race us
-            call = build_call(request, timeout_s=float(timeout) * 0.8 if timeout else None,
+            call = build_call(order.parameters, timeout_s=order.timeout_s * 0.8 if order.timeout_s else None,
                               allowed_hosts=self.allowed_hosts)
             answer = await self.call(call)
         except CallFailed as error:
