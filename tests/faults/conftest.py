@@ -13,9 +13,8 @@ from __future__ import annotations
 import json
 import os
 
-import pytest
-
 import fault_kit
+import pytest
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -40,8 +40,13 @@ async def fault_b(params: dict, ctx: JobContext) -> dict:
 async def fault_hang(params: dict, ctx: JobContext) -> dict:
     journal = params.get("journal")
     if journal:
-        with open(journal, "a") as out:
-            out.write(f"start {ctx.job_id} {ctx.attempt} {os.getpid()}\n")
+        line = f"start {ctx.job_id} {ctx.attempt} {os.getpid()}\n"
+        await asyncio.to_thread(_append, journal, line)
     if params.get("hang") and ctx.attempt == 1:
         await asyncio.sleep(3600)  # never answers: no progression, no result
     return {"attempt": ctx.attempt}
+
+
+def _append(path: str, line: str) -> None:
+    with open(path, "a") as out:
+        out.write(line)

@@ -19,7 +19,16 @@ from pathlib import Path
 import amqp_fixtures
 import pytest
 from amqp_fixtures import Procs, Rabbit, sqlite_store
-from fault_kit import FAULT_WORKERS, all_final, audit, figures, pipeline, ready, scaled, wait_all_final
+from fault_kit import (
+    FAULT_WORKERS,
+    all_final,
+    audit,
+    figures,
+    pipeline,
+    ready,
+    scaled,
+    wait_all_final,
+)
 from fault_workers import FAULT_TYPES
 
 from stepflow.adapters import protocol as p
@@ -54,7 +63,7 @@ def test_backend_killed_at_a_crash_point_loses_nothing_and_doubles_nothing(
                                                           {"name": f"wf{len(workflow_ids)}"}))
 
         kills = scaled(KILLS)
-        context = lambda: f"seed={seed}\n{procs.logs()}"  # noqa: E731
+        context = lambda: f"seed={seed}\n{procs.logs()}"
         for round_ in range(kills):
             if point == "sigkill":
                 serve = procs.serve(f"serve-{round_}")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -106,8 +106,8 @@ def test_stats_and_workers(ids: dict[str, UUID], cli: Cli, tmp_path: Path) -> No
     engine = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                                  "SQLITE_DBNAME": str(tmp_path / "store.sqlite")})
     store = open_view_store(engine)
-    WorkersView(store).record_heartbeat("i-1", "encode", at=datetime.now(timezone.utc), label="Encoder")
-    WorkersView(store).record_heartbeat("i-0", "probe", at=datetime(2020, 1, 1, tzinfo=timezone.utc))
+    WorkersView(store).record_heartbeat("i-1", "encode", at=datetime.now(UTC), label="Encoder")
+    WorkersView(store).record_heartbeat("i-0", "probe", at=datetime(2020, 1, 1, tzinfo=UTC))
     store.close()
     engine.close()
     workers = cli.json_lines("workers")
