@@ -1,6 +1,6 @@
 """stepflow against the raw broker loop and Celery, side by side, on one RabbitMQ.
 
-    python -m benchmarks                          # every scenario, default sizes (about 10 minutes on 2 cores)
+    python -m benchmarks                          # every scenario, default sizes (8 to 10 minutes on 2 cores)
     python -m benchmarks --quick                  # every scenario, tiny sizes (CI smoke; under a minute)
     python -m benchmarks throughput latency       # some scenarios
     python -m benchmarks throughput --contenders raw,sqlite --workflows 5000 --steps 10

@@ -67,12 +67,13 @@ def run_media_through_the_api(url: str) -> dict[str, Any]:
         return view
 
 
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
+@pytest.fixture(params=["named workers", "workers beside the definition"])
+def embedded(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[tuple[subprocess.Popen[bytes], Path]]:
     log = tmp_path / "serve.log"
+    named = ["--workers", MEDIA_WORKERS] if request.param == "named workers" else []
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stepflow", "serve", "--embedded", "--workers", MEDIA_WORKERS,
+            [sys.executable, "-m", "stepflow", "serve", "--embedded", *named,
              "--definitions", str(MEDIA), "--http", "127.0.0.1:0", "--store", sqlite_store(tmp_path)],
             env=env(), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
     yield proc, log

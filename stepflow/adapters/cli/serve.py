@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import structlog
@@ -33,6 +34,7 @@ from stepflow.adapters.cli.options import add_settings, service_logging
 from stepflow.adapters.cli.shutdown import stop_signals, watch
 from stepflow.adapters.persistence import StoreUnavailable
 from stepflow.adapters.workers_loading import load_workers
+from stepflow.sdk import Worker
 from stepflow.settings import Settings, redact_text, redact_url
 
 log = structlog.get_logger("stepflow.serve")
@@ -54,7 +56,8 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                                    description=DESCRIPTION))
     add_settings(parser, *SERVE_SETTINGS)
     parser.add_argument("--embedded", action="store_true",
-                        help="no RabbitMQ: in-process broker, workers from --workers, in this process")
+                        help="no RabbitMQ: in-process broker and workers in this process (--workers, or "
+                             "each workers.py beside a --definitions file)")
     parser.add_argument("--workers", action="append", default=[], metavar="MODULE:ATTR",
                         help="with --embedded: worker(s) to run here (module or file.py, ':' and the Worker)")
     parser.set_defaults(func=serve_command)
@@ -77,7 +80,7 @@ async def serve(settings: Settings, *, embedded: bool = False, worker_specs: lis
         say(f"store unreachable: {redact_url(store)}: {redact_text(repr(error), store)}")
         return EXIT_UNREACHABLE
     try:
-        workers = load_workers(worker_specs, Path(".")) if embedded and worker_specs else []
+        workers = embedded_workers(worker_specs or [], settings.definitions) if embedded else []
         runtime = bootstrap.build_runtime(settings, engine, workers, embedded=embedded,
                                           projections=settings.projections, log_workers=not embedded)
         http = bootstrap.http_service(settings, engine, runtime)
@@ -149,3 +152,17 @@ def port_taken(host: str, port: int) -> str | None:
     except OSError as error:
         return error.strerror or str(error)
     return None
+
+
+def embedded_workers(specs: list[str], definitions: Sequence[str]) -> list[Worker]:
+    """The named workers; with none, those of each workers.py beside a served definition, as
+    `stepflow run` finds them (an embedded server with no worker fails every job: unroutable)."""
+    if specs:
+        return load_workers(specs, Path("."))
+    found: list[Worker] = []
+    for entry in definitions:
+        path = Path(entry)
+        for worker in load_workers([], (path if path.is_dir() else path.parent) / "workflow.toml"):
+            if worker not in found:
+                found.append(worker)
+    return found
