@@ -5,12 +5,13 @@ the job it runs), resume, status, stop (the worker terminates and lists as termi
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 import structlog
+from amqp_fixtures import eventually
 from starlette.testclient import TestClient
 
 from stepflow.adapters.embedded import EmbeddedRuntime
@@ -65,17 +66,6 @@ async def served(memory_engine: WorkflowEngine) -> AsyncIterator[tuple[httpx.Asy
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as http:
             yield http, gate, runtime
         gate.open.set()
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("timed out")
-        await asyncio.sleep(0.05)
 
 
 async def worker_row(http: httpx.AsyncClient) -> dict[str, Any]:
