@@ -170,6 +170,11 @@ class Backend:
         self._store.shutdown(wait=True)
         self._outbox_thread.shutdown(wait=True)
 
+    @property
+    def running(self) -> bool:
+        """Started, and its inbox still taking messages."""
+        return any(task.get_name() == "stepflow-inbox" and not task.done() for task in self._tasks)
+
     def check(self) -> None:
         """Raise the error of a loop that died, so a supervisor sees it."""
         for task in self._tasks:
