@@ -23,7 +23,8 @@ from uuid import UUID
 import structlog
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import WorkerListener, default_backend
+from stepflow.adapters.backend import default_backend
+from stepflow.adapters.inbox_batch import WorkerListener
 from stepflow.adapters.read_side import ReadSide
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition

@@ -17,9 +17,10 @@ import pytest
 from amqp_fixtures import eventually
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import SUSPECT_ATTEMPTS, Backend, default_backend
+from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.inbox import translate
+from stepflow.adapters.inbox_batch import SUSPECT_ATTEMPTS
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
