@@ -114,10 +114,10 @@ class Runtime:
 
     def _worker_seen(self, message: p.WorkerDiscovery | p.WorkerStatus, at: datetime) -> None:
         assert self._listener is not None
-        self._listener(message, at)
         if isinstance(message, p.WorkerDiscovery) and message.activity == "Terminated":
-            self._terminated.add(message.instance_id)
+            self._terminated.add(message.instance_id)  # heard, even if the listener fails on it
             self._heard.set()
+        self._listener(message, at)
 
     async def _hear_terminations(self) -> None:
         """Keep the backend's inbox going until it has read the `Terminated` of every worker
