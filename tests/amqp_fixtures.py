@@ -1,7 +1,8 @@
 """Fixtures and helpers for the RabbitMQ tests (tests/integration/test_amqp_*, tests/e2e/test_amqp_*).
 
 Import what a test module needs: `from tests.amqp_fixtures import rabbit, ...` (pytest finds
-fixtures imported into a test module). Every test gets its own name prefix, so tests never
+fixtures imported into a test module). The waits on a condition (`wait_until`, and `eventually`
+on the event loop) serve every test layer. Every test gets its own name prefix, so tests never
 see each other's queues, and its exchanges and queues are deleted afterwards.
 
 If RabbitMQ (or PostgreSQL, for the tests that ask for it) cannot be reached, the test
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import os
 import signal
 import subprocess
@@ -329,6 +331,23 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 15.0, what: str = 
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}\n" + (context() if context else ""))
         time.sleep(0.05)
+
+
+async def eventually(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition",
+                     context: Callable[[], str] | None = None) -> Any:
+    """`wait_until` for a test on the event loop: poll `predicate` (a plain or an async
+    function) without blocking the loop, and return its first true value."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}\n" + (context() if context else ""))
+        await asyncio.sleep(0.01)
 
 
 def event_counts(engine: Any, workflow_id: uuid.UUID, job_id: str | None = None) -> Counter[str]:

@@ -3,6 +3,7 @@ through the HTTP API with a bearer token; bad settings exit 2 before anything ru
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -94,6 +95,12 @@ def test_serve_embedded_with_http(embedded: tuple[subprocess.Popen[bytes], Path]
     assert view["page"] == 200
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(30) == 0, log.read_text()
+    # its embedded worker's last announcement was read before the backend stopped
+    store = proc.args[proc.args.index("--store") + 1]  # type: ignore[union-attr]
+    listed = subprocess.run([sys.executable, "-m", "stepflow", "workers", "--store", store, "--json"], env=env(),
+                            cwd=ROOT, capture_output=True, text=True, timeout=60, check=True).stdout
+    workers = [json.loads(line) for line in listed.splitlines()]
+    assert [w["status"] for w in workers] == ["terminated"], listed
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -23,7 +23,7 @@ from fault_kit import FAULT_WORKERS, figures, pipeline, ready, wait_all_final
 from fault_workers import FAULT_TYPES
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import SUSPECT_ATTEMPTS
+from stepflow.adapters.inbox_batch import SUSPECT_ATTEMPTS
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine import events as ev
 

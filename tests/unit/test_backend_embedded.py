@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from amqp_fixtures import eventually
 
 from stepflow.adapters import protocol as p
 from stepflow.adapters.backend import Backend, default_backend
@@ -98,10 +99,9 @@ def _response(job_id: str, workflow_id: uuid.UUID, message_id: str, status: str 
 
 
 async def _settle(broker: MemoryBroker) -> None:
-    for _ in range(100):
-        await asyncio.sleep(0.01)
-        if not any(len(broker.queue(q)) for q in p.RESPONSE_KEYS) and not broker._unacked:
-            return
+    """Until the backend has settled every response (applied or quarantined, and acked)."""
+    await eventually(lambda: not any(len(broker.queue(q)) for q in p.RESPONSE_KEYS) and not broker._unacked,
+                     what="every response settled")
 
 
 async def test_a_response_delivered_twice_changes_state_once() -> None:
@@ -208,10 +208,8 @@ async def test_stop_order_reaches_the_worker_which_cancels_the_job() -> None:
         await runtime.backend.command(cmd.StopWorkflow(workflow_id=workflow_id, actor="tester", reason="enough"))
         await asyncio.wait_for(cancelled.wait(), 5)
         state = await runtime.wait(workflow_id, timeout=5)
-        for _ in range(50):  # the worker's job_stopped answer arrives and is acked
-            await asyncio.sleep(0.02)
-            if runtime.broker.queue(p.JOB_STOPPED).__len__() == 0 and worker.completed:
-                break
+        await eventually(lambda: len(runtime.broker.queue(p.JOB_STOPPED)) == 0 and worker.completed,
+                         what="the worker's job_stopped answer, taken by the backend")
     assert state.status == "stopped"
     assert all(job.status == "stopped" for job in state.jobs.values())
     stopped = [e for e in engine.history(workflow_id) if isinstance(e, ev.WorkflowStopped)]
@@ -235,11 +233,12 @@ async def test_pause_holds_new_jobs_until_resume() -> None:
         workflow_id = await runtime.start(definition)
         await runtime.backend.command(cmd.PauseWorkflow(workflow_id=workflow_id))
         gate.set()
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if (await runtime.state(workflow_id)).steps["a"].jobs and \
-                    (await runtime.state(workflow_id)).current_jobs("a")[0].status == "completed":
-                break
+
+        async def a_completed() -> bool:
+            state = await runtime.state(workflow_id)
+            return bool(state.steps["a"].jobs) and state.current_jobs("a")[0].status == "completed"
+
+        await eventually(a_completed, what="step a's job to complete")
         paused = await runtime.state(workflow_id)
         assert paused.status == "paused" and paused.steps["b"].status == "waiting"
         await runtime.backend.command(cmd.ResumeWorkflow(workflow_id=workflow_id))
@@ -282,10 +281,8 @@ async def test_a_worker_dying_mid_job_leads_to_redelivery_and_one_completion() -
         stop = asyncio.Event()
         healthy = echo_worker()
         task = asyncio.create_task(healthy.run(broker.worker(), stop=stop))
-        for _ in range(200):
-            await asyncio.sleep(0.02)
-            if engine.workflow_state(workflow_id).status == "completed":
-                break
+        await eventually(lambda: engine.workflow_state(workflow_id).status == "completed",
+                         what="the redelivered job's completion")
         stop.set()
         await task
     finally:
@@ -322,7 +319,7 @@ async def test_a_stopping_worker_puts_unfinished_orders_back_after_its_grace_per
 
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(broker.worker(), stop=stop))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: "slow" in broker.bindings, what="the worker's job-type queue")
     order = p.JobOrder(job_id="j-1", parameters=[], workflow_id=str(uuid.uuid4()))
     await broker.route_order(p.Message(routing_key="slow", body=p.encoder.encode(order), message_id="j-1",
                                        headers={"job_type": "slow"}))
@@ -351,11 +348,11 @@ async def test_a_restarted_backend_arms_timeouts_only_for_jobs_still_in_flight(t
     broker.bindings["echo"] = "echo"  # a worker serves the type, but it is gone
     backend = await _backend_with(WorkflowEngine(env=store), broker)  # the restart
     try:
-        for _ in range(100):
-            await asyncio.sleep(0.02)
-            if kinds(engine, stranded)["JobTimedOut"]:
-                break
-        await asyncio.sleep(0.3)  # past every finished job's timeout too
+        # armed at start-up: the stranded job only, none of the three that finished
+        (stranded_job,) = engine.workflow_state(stranded).jobs
+        assert backend.deadlines.armed() == {stranded_job: (stranded, 0.2)}
+        await eventually(lambda: backend.stats["timeouts"], what="the stranded job's timeout")
+        assert backend.deadlines.armed() == {}  # its clock ended, and no other clock runs
     finally:
         await backend.stop()
     assert kinds(engine, stranded)["JobTimedOut"] == 1, kinds(engine, stranded)

@@ -9,6 +9,7 @@ import signal
 from pathlib import Path
 
 import pytest
+from amqp_fixtures import eventually
 
 from stepflow import bootstrap
 from stepflow.adapters.amqp import AmqpBackendBroker
@@ -91,7 +92,7 @@ async def test_the_first_signal_stops_and_a_second_one_escalates() -> None:
         await watch(stop, lambda: checks.append(1), every_s=0.01)
         assert stop.is_set() and not seconds and checks
         os.kill(os.getpid(), signal.SIGINT)
-        await asyncio.sleep(0.05)
+        await eventually(lambda: seconds, what="the second signal's escalation")
         assert seconds == [True]
     assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # the handlers are gone afterwards
 

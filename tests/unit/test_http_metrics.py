@@ -3,11 +3,11 @@ written by prometheus_client, read back with its own parser."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 import structlog
+from amqp_fixtures import eventually
 from prometheus_client.parser import text_string_to_metric_families
 
 from stepflow.adapters.embedded import EmbeddedRuntime
@@ -43,11 +43,20 @@ async def test_per_definition_metrics_queue_depth_and_idle_lags(memory_engine: W
             unroutable = await http.post("/api/workflows", json={"definition": "flaky-retry"})  # no retry worker here
             ids.append(unroutable.json()["workflow_id"])
             for wid in ids:
-                for _ in range(200):
-                    if (await http.get(f"/api/workflows/{wid}")).json()["workflow"]["status"] in ("completed", "error"):
-                        break
-                    await asyncio.sleep(0.05)
-            await asyncio.sleep(0.3)  # the views and the outbox settle
+                async def ended(wid: str = wid) -> bool:
+                    view = (await http.get(f"/api/workflows/{wid}")).json()
+                    return view["workflow"]["status"] in ("completed", "error")
+
+                await eventually(ended, what=f"workflow {wid} to end")
+            # idle: the outbox and the hooks have nothing left, the broker holds nothing, and
+            # every view has applied the whole log
+            await runtime.backend.flush_outbox()
+            await runtime.backend.hooks.flush()
+            broker = runtime.broker
+            await eventually(lambda: not broker._unacked and not any(len(q) for q in broker.queues.values()),
+                             what="the in-process broker to be drained")
+            await eventually(lambda: min(runner.positions().values()) >= memory_engine.max_notification_id(),
+                             what="the views to catch up", context=lambda: str(runner.positions()))
             response = await http.get("/metrics")
     runner.close()
     assert response.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"

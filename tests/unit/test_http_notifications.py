@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 import structlog
+from amqp_fixtures import eventually
 
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.notify.notifications import (
@@ -180,10 +181,7 @@ async def test_completion_hook_gets_outputs_and_is_not_called_twice(receiver: Re
     async with EmbeddedRuntime(e, [work_worker()], outbox_poll_s=0.05) as runtime:
         wid = await runtime.start(definition)
         await runtime.wait(wid, timeout=10)
-        for _ in range(100):
-            if receiver.to("/done"):
-                break
-            await asyncio.sleep(0.02)
+        await eventually(lambda: receiver.to("/done"), what="the completion hook's call")
         await runtime.backend.hooks.flush()
     (hook,) = receiver.to("/done")
     assert hook.path == f"/done?wf={wid}"
@@ -283,7 +281,8 @@ async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_hook_loop() -> No
 
     hooks = HookFollower(engine(), Notifier(allowed_hosts=()), poll_s=60, in_store=in_store)
     loop = asyncio.create_task(hooks.run())
-    await asyncio.sleep(0.05)  # waiting for a wake-up
+    # prepared, and so waiting for a wake-up (it goes from one to the other without a pause)
+    await eventually(lambda: hooks.reader is not None, what="the hook loop to wait")
     hooks.wake()
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from amqp_fixtures import eventually
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.backend import SUSPECT_ATTEMPTS, Backend, default_backend
+from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
 from stepflow.adapters.inbox import translate
+from stepflow.adapters.inbox_batch import SUSPECT_ATTEMPTS
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -55,11 +57,8 @@ class World:
         self.broker.queue(queue).put(MemoryDelivery(queue=queue, body=raw, message_id=message_id,
                                                     headers=headers, redelivered=redelivered))
         await self.broker._notify()
-        for _ in range(500):  # until the backend settled it (acked, quarantined)
-            if not len(self.broker.queue(queue)) and not self.broker._unacked:
-                return
-            await asyncio.sleep(0.005)
-        raise AssertionError(f"{queue} message not settled")
+        await eventually(lambda: not len(self.broker.queue(queue)) and not self.broker._unacked,
+                         what=f"the backend to settle the {queue} message (ack, quarantine)")
 
     def quarantined(self) -> list[ev.MessageQuarantined]:
         return [e for _, e in self.engine.notifications(0, 10_000, topics=("MessageQuarantined",))]  # type: ignore[misc]

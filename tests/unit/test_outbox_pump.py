@@ -24,12 +24,20 @@ class HeldConfirms:
     def __init__(self) -> None:
         self.batches: list[list[str]] = []
         self.confirm: list[asyncio.Future[None]] = []
+        self._arrived = asyncio.Condition()
 
     async def __call__(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
         self.batches.append([o.job_id for o in orders])
         confirmed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.confirm.append(confirmed)
+        async with self._arrived:
+            self._arrived.notify_all()
         await confirmed
+
+    async def published(self, count: int) -> None:
+        """Return once `count` batches were handed to the broker."""
+        async with self._arrived:
+            await asyncio.wait_for(self._arrived.wait_for(lambda: len(self.batches) >= count), 5)
 
 
 async def in_thread(fn: Any, *args: Any) -> Any:
@@ -80,23 +88,31 @@ async def test_a_failed_publish_stops_the_pump_without_advancing(engine: Workflo
 async def test_in_flight_batches_are_bounded(engine: WorkflowEngine) -> None:
     publish = HeldConfirms()
     reader = OutboxReader(engine, batch_size=1)
-    pump = OutboxPump(reader, publish, in_thread, max_in_flight=2)
+    reads: list[int] = []
+
+    async def reading(fn: Any, *args: Any) -> Any:
+        if fn == reader.next_batch:
+            reads.append(args[0])  # asked for synchronously, as the pump's step reaches the read
+        return await in_thread(fn, *args)
+
+    pump = OutboxPump(reader, publish, reading, max_in_flight=2)
     for _ in range(3):
         engine.start_workflow(ONE_STEP)
     pumping = asyncio.create_task(pump.pump())
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-    assert len(publish.batches) == 2 and not pumping.done()  # the third waits for the first confirm
+    await publish.published(2)
+    # The pump published the second batch, then awaited the first one's confirm before it
+    # read on: the third is not even read until that confirm comes.
+    assert len(reads) == 2 and len(publish.batches) == 2 and not pumping.done()
+    assert pump.position == 0
     publish.confirm[0].set_result(None)
-    for _ in range(50):
-        await asyncio.sleep(0.01)
-        if len(publish.batches) == 3:
-            break
+    await publish.published(3)
     assert len(publish.batches) == 3
     for confirmed in publish.confirm[1:]:
         confirmed.set_result(None)
-    await pumping
-    assert await pump.drain() >= 0 and pump.position == engine.max_notification_id()
+    assert await asyncio.wait_for(pumping, 5) == 3  # every order confirmed, by this one call
+    assert pump.position == engine.max_notification_id()
+    assert await pump.drain() == 0  # nothing left to publish or to settle
+    assert len(publish.batches) == 3  # nothing published twice
 
 
 async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_loop(engine: WorkflowEngine) -> None:
@@ -105,7 +121,8 @@ async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_loop(engine: Work
     pump = OutboxPump(OutboxReader(engine), HeldConfirms(), in_thread)
     wakeup = asyncio.Event()
     loop = asyncio.create_task(pump.run(wakeup, poll_s=60))
-    await asyncio.sleep(0.05)  # waiting for a wake-up
+    await asyncio.sleep(0)  # one turn of the loop: the task runs to its wait for a wake-up
+    assert not loop.done()
     wakeup.set()
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):

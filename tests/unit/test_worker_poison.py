@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from amqp_fixtures import eventually
 
 from stepflow.adapters import protocol as p
 from stepflow.adapters.memory.broker import MemoryBroker, MemoryDelivery
@@ -144,17 +145,17 @@ async def test_bad_orders_are_answered_or_quarantined_and_the_worker_serves_the_
     stop = asyncio.Event()
     side = broker.worker()
     task = asyncio.create_task(worker.run(side, stop=stop))
-    await until(lambda: "echo" in broker.bindings)
+    await eventually(lambda: "echo" in broker.bindings)
     for name, body, headers, message_id, _ in BAD_ORDERS:
         broker.queue("echo").put(MemoryDelivery(queue="echo", body=body, message_id=message_id,
                                                 headers=headers, routing_key="echo"))
     good = p.JobOrder(job_id="good-1", parameters=[], workflow_id=WORKFLOW)
     await broker.route_order(p.Message(routing_key="echo", body=p.encoder.encode(good), message_id="good-1",
                                        headers=GOOD_HEADERS))
-    await until(lambda: worker.completed == 1)
+    await eventually(lambda: worker.completed == 1)
     assert not task.done(), "the worker stopped"
     assert ran == ["good-1"]  # prefetch 1: every bad order was settled before the good one ran
-    await until(lambda: not broker._unacked)  # nothing held
+    await eventually(lambda: not broker._unacked)  # nothing held
 
     errors = {d.message_id: msgspec.json.decode(d.body) for d in iter(broker.queue(p.JOB_ERROR).pop, None)}
     quarantined = [d for d, _ in broker.quarantined]
@@ -186,7 +187,7 @@ async def test_bad_orders_are_answered_or_quarantined_and_the_worker_serves_the_
     # A poison order redelivered is answered again the same way (same message id).
     await broker.publish("echo", p.Message(routing_key="echo", body=PILL, message_id="job-pill",
                                            headers=GOOD_HEADERS))
-    await until(lambda: len(broker.queue(p.JOB_ERROR)) == 1)
+    await eventually(lambda: len(broker.queue(p.JOB_ERROR)) == 1)
     again = broker.queue(p.JOB_ERROR).pop()
     assert again is not None and again.message_id == "job-pill:error"
     stop.set()
@@ -207,12 +208,12 @@ async def test_a_handler_error_with_unencodable_text_is_still_answered() -> None
 
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(broker.worker(), stop=stop))
-    await until(lambda: "odd" in broker.bindings)
+    await eventually(lambda: "odd" in broker.bindings)
     for job_id, fail in (("j-fail", True), ("j-output", False)):
         order = p.JobOrder(job_id=job_id, parameters=p.to_parameters({"fail": fail}), workflow_id=WORKFLOW)
         await broker.route_order(p.Message(routing_key="odd", body=p.encoder.encode(order), message_id=job_id,
                                            headers={"workflow_id": WORKFLOW, "job_type": "odd"}))
-    await until(lambda: worker.completed == 2)
+    await eventually(lambda: worker.completed == 2)
     errors = {d.message_id: msgspec.json.decode(d.body) for d in iter(broker.queue(p.JOB_ERROR).pop, None)}
     assert set(errors) == {"j-fail:error", "j-output:error"}
     assert "\\ud800" in errors["j-fail:error"]["parameters"][0]["value"]
@@ -221,10 +222,3 @@ async def test_a_handler_error_with_unencodable_text_is_still_answered() -> None
     stop.set()
     await asyncio.wait_for(task, 5)
 
-
-async def until(condition: Any, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

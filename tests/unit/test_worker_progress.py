@@ -13,6 +13,8 @@ import asyncio
 import uuid
 from typing import Any
 
+from amqp_fixtures import eventually
+
 from stepflow.adapters import protocol as p
 from stepflow.adapters.backend import default_backend
 from stepflow.adapters.embedded import EmbeddedRuntime
@@ -84,7 +86,7 @@ async def test_a_restarted_worker_reports_progress_under_new_ids_and_it_is_recor
         first, first_stop = make_worker(), asyncio.Event()
         first_task = asyncio.create_task(first.run(broker.worker(), stop=first_stop))
         await asyncio.wait_for(reported.wait(), 5)
-        await _until(lambda: _progressions(engine, workflow_id) == [10])
+        await eventually(lambda: _progressions(engine, workflow_id) == [10])
         first_stop.set()  # past its grace period the job is cancelled and its order requeued
         await asyncio.wait_for(first_task, 5)
 
@@ -92,7 +94,7 @@ async def test_a_restarted_worker_reports_progress_under_new_ids_and_it_is_recor
         release.set()
         second, second_stop = make_worker(), asyncio.Event()
         second_task = asyncio.create_task(second.run(broker.worker(), stop=second_stop))
-        await _until(lambda: engine.workflow_state(workflow_id).status == "completed")
+        await eventually(lambda: engine.workflow_state(workflow_id).status == "completed")
         second_stop.set()
         await asyncio.wait_for(second_task, 5)
     finally:
@@ -124,11 +126,11 @@ async def test_progress_message_ids_name_the_attempt() -> None:
     stop = asyncio.Event()
     task = asyncio.create_task(worker.run(broker.worker(), stop=stop))
     order = p.JobOrder(job_id="job-7", parameters=[], attempt=3, workflow_id=str(uuid.uuid4()))
-    await _until(lambda: "ids" in broker.bindings)
+    await eventually(lambda: "ids" in broker.bindings)
     await broker.route_order(p.Message(routing_key="ids", body=p.encoder.encode(order), message_id="job-7",
                                        headers={"workflow_id": order.workflow_id, "job_type": "ids"}))
     await asyncio.wait_for(done.wait(), 5)
-    await _until(lambda: worker.completed == 1)
+    await eventually(lambda: worker.completed == 1)
     stop.set()
     await asyncio.wait_for(task, 5)
     queue = broker.queue(p.JOB_PROGRESSION)
@@ -139,10 +141,3 @@ async def test_progress_message_ids_name_the_attempt() -> None:
 def _progressions(engine: WorkflowEngine, workflow_id: uuid.UUID) -> list[int]:
     return [e.progression for e in engine.history(workflow_id) if isinstance(e, ev.JobProgressed)]
 
-
-async def _until(condition: Any, timeout: float = 5.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, "condition not met in time"
-        await asyncio.sleep(0.01)

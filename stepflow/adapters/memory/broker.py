@@ -264,11 +264,18 @@ class MemoryWorkerBroker:
         self._prefetch = max(1, prefetch)
 
     async def next_order(self) -> MemoryDelivery:
+        """Wait for a free prefetch slot, no pause and an order, and take it in the same step.
+        Deciding and taking at once is what keeps a pause that comes while this waits from
+        letting one more order through, as a cancelled RabbitMQ consumer does."""
         async with self.broker.changed:
-            await self.broker.changed.wait_for(lambda: self._held < self._prefetch and not self._paused)
-        (delivery,) = await self.broker.take(self._order_queues, self, 1)
+            await self.broker.changed.wait_for(self._may_take)
+            (delivery,) = self.broker.take_now(self._order_queues, self, 1)
         self._held += 1
         return delivery
+
+    def _may_take(self) -> bool:
+        return (self._held < self._prefetch and not self._paused
+                and any(len(self.broker.queue(name)) for name in self._order_queues))
 
     async def consume_direct(self, instance_id: str, job_types: Sequence[str]) -> None:
         self._direct_queue = f"{p.DIRECT_MESSAGING}_{instance_id}"
