@@ -91,3 +91,22 @@ def test_the_circle_finder_finds_circles() -> None:
     for importer, imported in (("a", "b"), ("b", "c"), ("c", "a"), ("c", "d"), ("d", "e"), ("e", "d"), ("f", "a")):
         graph.add_import(importer=importer, imported=imported)
     assert sorted(map(sorted, circles(graph))) == [["a", "b", "c"], ["d", "e"]]
+
+
+def test_every_module_the_wiring_serves_is_forbidden_to_import_it() -> None:
+    """The "only the CLI reaches the bootstrap" contract lists its modules by name: a module
+    added later and not listed there could import the wiring unseen."""
+    import tomllib
+
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]["contracts"]
+    (wiring,) = [c for c in contracts if "stepflow.bootstrap" in c.get("forbidden_modules", [])]
+    listed = set(wiring["source_modules"])
+    package = ROOT / "stepflow"
+    wired = {f"stepflow.{p.stem}" for p in package.glob("*.py") if p.stem not in ("__init__", "__main__", "bootstrap")}
+    wired |= {f"stepflow.{p.name}" for p in package.iterdir() if p.is_dir() and (p / "__init__.py").exists()
+              and p.name != "adapters"}
+    adapters = package / "adapters"
+    wired |= {f"stepflow.adapters.{p.stem}" for p in adapters.glob("*.py") if p.stem != "__init__"}
+    wired |= {f"stepflow.adapters.{p.name}" for p in adapters.iterdir()
+              if p.is_dir() and p.name not in ("cli", "__pycache__")}
+    assert wired - listed == set()

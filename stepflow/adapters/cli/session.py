@@ -21,7 +21,7 @@ from uuid import UUID
 from stepflow.adapters.cli import common
 from stepflow.adapters.cli.errors import UsageError, report
 from stepflow.adapters.cli.formatting import ProgressBar
-from stepflow.adapters.persistence import open_engine, sqlite_path, store_url
+from stepflow.adapters.persistence import make_store_dir, open_engine, sqlite_path, store_url
 from stepflow.engine.application import WorkflowEngine
 from stepflow.projections import ProjectionRunner, queries
 from stepflow.projections.store import ViewStore
@@ -84,8 +84,15 @@ def sentence(text: str) -> str:
 class Session:
     """An engine and the views beside it, for one command."""
 
-    def __init__(self, args: argparse.Namespace, catch_up: bool = True) -> None:
-        self.engine = open_existing(store_of(args))
+    def __init__(self, args: argparse.Namespace, catch_up: bool = True, *, writes: bool = False) -> None:
+        """`writes`: the command records something even in a new store (a worker order is no
+        reading of what is there), so a missing SQLite file is created, as `run` does."""
+        store = store_of(args)
+        if writes:
+            make_store_dir(store)
+            self.engine = open_engine(store)
+        else:
+            self.engine = open_existing(store)
         try:
             self.runner = ProjectionRunner(self.engine)
         except BaseException:

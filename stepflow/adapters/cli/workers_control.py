@@ -59,7 +59,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def worker_control_command(args: argparse.Namespace) -> int:
     settings = args.settings
-    with Session(args, catch_up=False) as s:
+    with Session(args, catch_up=False, writes=True) as s:
         try:
             answer = asyncio.run(send(settings.amqp_url, settings.prefix, args.instance_id, args.action, args.wait))
         except NotListening as error:
