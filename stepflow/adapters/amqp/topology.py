@@ -163,7 +163,9 @@ class Topology:
             await exchange(not_found, ExchangeType.FANOUT)
         # The SDK declares a queue worker_response_not_found without arguments; the other two
         # are ours to shape. Nothing is kept for direct orders no worker took (a stop for a
-        # worker that is gone means nothing).
+        # worker that is gone means nothing), and no queue may be bound to
+        # direct_messaging_not_found: `stepflow worker-control` publishes mandatory and relies on
+        # the return to say that no worker listens.
         for kept in (self.job_queue_not_found, self.job_response_not_found, self.worker_response_not_found):
             await queue(kept, ex[kept], "")
         await exchange(self.job_submit, ExchangeType.TOPIC, self.job_queue_not_found)
