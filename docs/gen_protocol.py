@@ -20,13 +20,13 @@ from pathlib import Path
 import msgspec
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.amqp.topology import MAX_PRIORITY, RESPONSE_DELAY_MS, Topology
+from stepflow.adapters.amqp.topology import JOB_DELAY_MS, MAX_PRIORITY, RESPONSE_DELAY_MS, Topology
 
 DOC = Path(__file__).resolve().parent / "protocol.md"
 
 MESSAGES: list[tuple[type[msgspec.Struct], str, str, str]] = [
     # (Struct, exchange / routing key, producer, consumer)
-    (p.JobOrder, "`job_submit`, key = job type (via `job_submit_delayed` when delayed)", "backend (outbox)",
+    (p.JobOrder, "`job_submit`, key = job type (via `stepflow_job_submit_delayed` when delayed)", "backend (outbox)",
      "workers of that type; the backend when unroutable (`job_queue_not_found`)"),
     (p.JobProgression, "`job_response`, key `job_progression`", "worker (`ctx.progress`)", "backend"),
     (p.JobResult, "`job_response`, keys `job_completed`, `job_error`, `job_stopped`", "worker", "backend"),
@@ -42,29 +42,40 @@ def names_block() -> str:
     t = Topology()
     rows = [
         ("exchange", t.job_submit, "topic, durable", f"`alternate-exchange={t.job_queue_not_found}`"),
-        ("exchange", t.job_submit_delayed, "fanout, durable", ""),
-        ("exchange", t.job_queue_not_found, "fanout, durable", ""),
-        ("exchange", t.job_response, "topic, durable", ""),
+        ("exchange", t.job_delayed, "fanout, durable", ""),
+        ("exchange", t.job_response, "topic, durable", f"`alternate-exchange={t.job_response_not_found}`"),
         ("exchange", t.job_response_delayed, "fanout, durable", ""),
-        ("exchange", t.worker_response, "topic, durable", ""),
-        ("exchange", t.direct_messaging, "headers, durable", ""),
+        ("exchange", t.worker_response, "topic, durable", f"`alternate-exchange={t.worker_response_not_found}`"),
+        ("exchange", t.direct_messaging, "headers, durable", f"`alternate-exchange={t.direct_messaging_not_found}`"),
+        *[("exchange", name, "fanout, durable", "an alternate exchange: what nothing else routed")
+          for name in (t.job_queue_not_found, t.job_response_not_found, t.worker_response_not_found,
+                       t.direct_messaging_not_found)],
+        ("exchange", t.job_submit_delayed, "fanout, durable", "stepflow's: delayed orders"),
         ("queue", "`<job type>`", "durable",
-         (f"`x-max-priority={MAX_PRIORITY}`, `x-dead-letter-exchange=\"\"`, "
-          f"`x-dead-letter-routing-key={t.quarantine}`; bound to `{t.job_submit}` with key `<job type>`")),
-        ("queue", t.job_submit_delayed, "durable",
-         f"`x-dead-letter-exchange={t.job_submit}`; bound to `{t.job_submit_delayed}`"),
+         (f"`x-max-priority={MAX_PRIORITY}`, `x-dead-letter-exchange={t.job_delayed}`, "
+          f"`x-dead-letter-routing-key=<job type>`; bound to `{t.job_submit}` with key `<job type>`")),
+        ("queue", t.job_delayed, "durable",
+         (f"`x-message-ttl={JOB_DELAY_MS}`, `x-dead-letter-exchange=\"\"`; bound to `{t.job_delayed}` "
+          "(key `*`): a rejected order goes back to its queue after 5 s")),
         ("queue", t.job_queue_not_found, "durable", f"bound to `{t.job_queue_not_found}`"),
         *[("queue", key, "durable", f"bound to `{t.job_response}` with key `{key}`")
           for key in p.RESPONSE_KEYS],
         ("queue", t.job_response_delayed, "durable",
          (f"`x-message-ttl={RESPONSE_DELAY_MS}`, `x-dead-letter-exchange=\"\"`; "
           f"bound to `{t.job_response_delayed}`")),
+        ("queue", p.WORKER_DISCOVERY, "durable",
+         (f"`x-dead-letter-exchange={t.job_response_delayed}`, `x-dead-letter-routing-key={p.WORKER_DISCOVERY}`; "
+          f"bound to `{t.worker_response}` and to `{t.job_response}` with key `{p.WORKER_DISCOVERY}`")),
         *[("queue", key, "durable", f"bound to `{t.worker_response}` with key `{key}`")
-          for key in p.WORKER_KEYS],
+          for key in p.WORKER_KEYS if key != p.WORKER_DISCOVERY],
+        *[("queue", name, "durable", f"bound to `{name}`: kept for the operator")
+          for name in (t.job_response_not_found, t.worker_response_not_found)],
         ("queue", "`direct_messaging_<instance_id>`", "exclusive, auto-delete",
          (f"bound to `{t.direct_messaging}` three ways (`x-match=all`): `instance_id=<id>`, "
           "`broadcast=true`, and `job_type=<type>` for each of its types")),
-        ("queue", t.quarantine, "durable", "no binding: the backend publishes to it by name"),
+        ("queue", t.job_submit_delayed, "durable",
+         f"stepflow's: `x-dead-letter-exchange={t.job_submit}`; bound to `{t.job_submit_delayed}`"),
+        ("queue", t.quarantine, "durable", "stepflow's; no binding: the backend and workers publish to it by name"),
     ]
     lines = ["| kind | name | declared | arguments, bindings |", "| --- | --- | --- | --- |"]
     for kind, name, declared, args in rows:

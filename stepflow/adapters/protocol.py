@@ -19,9 +19,14 @@ JOB_SUBMIT = "job_submit"
 JOB_QUEUE_NOT_FOUND = "job_queue_not_found"
 JOB_RESPONSE = "job_response"
 JOB_RESPONSE_DELAYED = "job_response_delayed"
-JOB_SUBMIT_DELAYED = "job_submit_delayed"
 WORKER_RESPONSE = "worker_response"
 DIRECT_MESSAGING = "direct_messaging"
+JOB_DELAYED = "job_delayed"  # the SDK's: job queues dead-letter a rejected order here, back after 5 s
+JOB_RESPONSE_NOT_FOUND = "job_response_not_found"
+WORKER_RESPONSE_NOT_FOUND = "worker_response_not_found"
+DIRECT_MESSAGING_NOT_FOUND = "direct_messaging_not_found"
+# stepflow's own additions: names the original never uses.
+JOB_SUBMIT_DELAYED = "stepflow_job_submit_delayed"
 QUARANTINE = "stepflow_quarantine"
 
 JOB_COMPLETED = "job_completed"

@@ -42,6 +42,7 @@ from amqp_fixtures import Proc, Procs, Rabbit, sqlite_store, wait_until
 from fault_kit import HERE, audit, figures, pipeline, ready, scaled, wait_all_final
 
 from stepflow.adapters import protocol as p
+from stepflow.adapters.amqp.worker_broker import REJECTED_HEADER
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine import events as ev
 
@@ -204,7 +205,7 @@ def test_ten_thousand_bad_messages_and_bad_orders_each_end_in_one_visible_place(
         # what happened, message by message
         after = counters(url)
         kept = [bi.Kept(m.message_id, m.body, _header(m, "x-quarantine-reason"), _header(m, "x-original-queue"),
-                        "x-death" in (m.headers or {}))
+                        bool({"x-death", REJECTED_HEADER} & set(m.headers or {})))
                 for m in asyncio.run(rabbit.take_all(p.QUARANTINE))]
         late = [bi.Late(e.cause, e.answer, e.message)
                 for _, e in engine.notifications(0, 10**7, topics=("LateAnswerReceived",))

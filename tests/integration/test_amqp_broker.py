@@ -72,14 +72,18 @@ async def test_topology_is_idempotent_and_prefixes_keep_installations_apart(rabb
         assert (await rabbit.depth(p.JOB_SUBMIT_DELAYED))[0] == 2
         await rabbit.wait_depth("media_probe", messages=2)
         await rabbit.wait_depth(p.JOB_QUEUE_NOT_FOUND, messages=2)
-        # An order a worker rejects (malformed) is dead-lettered to the quarantine.
+        # An order rejected without requeue (as the mcai SDK does) waits 5 s in job_delayed,
+        # then comes back to its own queue.
         async def reject_one(channel: Any) -> None:
             queue = await channel.declare_queue(rabbit.prefix + "media_probe", passive=True)
             message = await queue.get()
             await message.reject(requeue=False)
 
         await rabbit.channel_do(reject_one)
-        await rabbit.wait_depth(p.QUARANTINE, messages=1)
+        await rabbit.wait_depth("media_probe", messages=1)
+        await rabbit.wait_depth(p.JOB_DELAYED, messages=1)
+        await rabbit.wait_depth("media_probe", messages=2, timeout=10)
+        assert (await rabbit.depth(p.QUARANTINE))[0] == 0
         # Responses route by key to the queue of the same name.
         for key in (*p.RESPONSE_KEYS, *p.WORKER_KEYS):
             exchange = p.WORKER_RESPONSE if key in p.WORKER_KEYS else p.JOB_RESPONSE

@@ -1,5 +1,5 @@
 """Bad job orders sent over RabbitMQ to a real `stepflow worker` process: every one is either
-answered `job_error` of kind `invalid_order` or dead-lettered to the quarantine queue, none is
+answered `job_error` of kind `invalid_order` or copied to the quarantine queue (and acked), none is
 left held, the process lives on and completes the good orders sent after them. Some carry
 bytes that are not UTF-8 in their properties or header names, which used to make the frame
 unreadable and the connection close, again at each redelivery.
@@ -23,6 +23,7 @@ import pytest
 from amqp_fixtures import FIXTURE_WORKERS, Procs, Rabbit, wait_until
 
 from stepflow.adapters import protocol as p
+from stepflow.adapters.amqp.worker_broker import REJECTED_HEADER
 
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.e2e]
 rabbit, procs_factory = amqp_fixtures.rabbit, amqp_fixtures.procs_factory  # the fixtures
@@ -142,9 +143,10 @@ def test_bad_orders_never_stop_a_worker_process(rabbit: Rabbit, procs_factory: C
 
     kept = asyncio.run(rabbit.take_all(p.QUARANTINE))
     assert sorted(m.message_id for m in kept) == sorted(m for m, _, _, yes in BAD if not yes)
-    for message in kept:
-        (death,) = message.headers["x-death"]
-        assert death["reason"] == "rejected" and death["queue"] == job_queue
+    for message in kept:  # copied by the worker (a reject would loop through job_delayed)
+        assert message.headers[REJECTED_HEADER] and "x-death" not in message.headers
+        assert message.headers["x-original-queue"] == "slow_sleep"
+    assert (asyncio.run(rabbit.depth(p.JOB_DELAYED)))[0] == 0
     assert worker.log().count("order_invalid") == len(BAD) + 1
     assert "Traceback" not in worker.log() and "InvalidFrameError" not in worker.log()
     assert worker.terminate() == 0, worker.log()

@@ -4,19 +4,30 @@
 prefix so two installations share one broker) and declares it. Declaring is idempotent and
 cheap, so the backend and every worker declare the common part at start: whichever starts
 first, nothing published is lost for want of a queue. Arguments must never differ between
-two declarations of the same name (RabbitMQ refuses that with PRECONDITION_FAILED), which
-is why they are only ever built here.
+two declarations of the same name (RabbitMQ refuses that with PRECONDITION_FAILED, and an
+mcai worker that meets it hangs as a zombie), which is why they are only ever built here,
+and why every name the original's worker SDK (mcai-worker-sdk 2.1.1) declares carries
+exactly its arguments (docs/research/mcai-worker-sdk-2.1.1.md, section 2).
 
-    job_submit            topic, alternate-exchange=job_queue_not_found   backend -> workers
-      <job type>          queue per type, x-max-priority, key = type      declared by workers
-                          (a rejected order is dead-lettered to the quarantine)
-    job_submit_delayed    fanout -> queue, dead-letter to job_submit      delayed orders
+    job_submit            topic, AE job_queue_not_found                   backend -> workers
+      <job type>          queue per type, key = type                      declared by workers
+                          x-max-priority=100, DLX job_delayed, DL key = the queue (the SDK's)
+    job_delayed           fanout -> queue, ttl 5 s, DLX ""                rejected orders, back later
     job_queue_not_found   fanout -> queue                                 orders no queue took
-    job_response          topic -> job_completed|job_progression|job_error|job_stopped
+    job_response          topic, AE job_response_not_found
+                          -> job_completed|job_progression|job_error|job_stopped|worker_discovery
     job_response_delayed  fanout -> queue, ttl 5 s, dead-letter to ""     redelivery later
-    worker_response       topic -> worker_discovery|worker_status
-    direct_messaging      headers -> direct_messaging_<instance>          backend -> worker(s)
-    stepflow_quarantine   queue                                           malformed inbound
+    worker_response       topic, AE worker_response_not_found -> worker_discovery|worker_status
+    direct_messaging      headers, AE direct_messaging_not_found -> direct_messaging_<instance>
+    *_not_found           fanout AEs; job_response_not_found and worker_response_not_found
+                          keep what nobody took in queues of the same name
+    stepflow_job_submit_delayed  fanout -> queue, dead-letter to job_submit   delayed orders (ours)
+    stepflow_quarantine   queue                                           malformed inbound (ours)
+
+A job queue dead-letters to `job_delayed`, which sends the order back to its queue after 5 s:
+that is the SDK's retry of an order it rejects. So nothing of stepflow's may reject an order
+without requeue to get rid of it (it would loop); the worker broker copies such an order to
+the quarantine and acks it instead.
 """
 
 from __future__ import annotations
@@ -30,8 +41,9 @@ from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, Excha
 
 from stepflow.adapters import protocol as p
 
-MAX_PRIORITY = 10  # x-max-priority of job-type queues; the engine caps priorities below it
+MAX_PRIORITY = 100  # x-max-priority of job-type queues, as the SDK declares them (the engine sends 0-9)
 RESPONSE_DELAY_MS = 5_000  # job_response_delayed: the original waits 5 s before redelivery
+JOB_DELAY_MS = 5_000  # job_delayed: the SDK's queue, x-message-ttl=5000
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,22 @@ class Topology:
     @property
     def job_queue_not_found(self) -> str:
         return self.name(p.JOB_QUEUE_NOT_FOUND)
+
+    @property
+    def job_delayed(self) -> str:
+        return self.name(p.JOB_DELAYED)
+
+    @property
+    def job_response_not_found(self) -> str:
+        return self.name(p.JOB_RESPONSE_NOT_FOUND)
+
+    @property
+    def worker_response_not_found(self) -> str:
+        return self.name(p.WORKER_RESPONSE_NOT_FOUND)
+
+    @property
+    def direct_messaging_not_found(self) -> str:
+        return self.name(p.DIRECT_MESSAGING_NOT_FOUND)
 
     @property
     def job_response(self) -> str:
@@ -102,53 +130,79 @@ class Topology:
         return tuple(self.name(q) for q in (*p.RESPONSE_KEYS, p.JOB_QUEUE_NOT_FOUND, *p.WORKER_KEYS))
 
     def exchanges(self) -> tuple[str, ...]:
-        return (self.job_submit, self.job_submit_delayed, self.job_queue_not_found, self.job_response,
-                self.job_response_delayed, self.worker_response, self.direct_messaging)
+        return (self.job_submit, self.job_submit_delayed, self.job_queue_not_found, self.job_delayed,
+                self.job_response, self.job_response_not_found, self.job_response_delayed,
+                self.worker_response, self.worker_response_not_found, self.direct_messaging,
+                self.direct_messaging_not_found)
 
     def queues(self) -> tuple[str, ...]:
         """Every queue the common part declares (job-type and direct queues not included)."""
-        return (*self.backend_queues, self.job_submit_delayed, self.job_response_delayed, self.quarantine)
+        return (*self.backend_queues, self.job_submit_delayed, self.job_delayed, self.job_response_delayed,
+                self.job_response_not_found, self.worker_response_not_found, self.quarantine)
 
     # --- declaration ---------------------------------------------------------------------
 
     async def declare(self, channel: AbstractChannel) -> Declared:
         """Declare every exchange and the queues the backend owns (a robust channel
-        re-declares them after a reconnection)."""
+        re-declares them after a reconnection). Alternate exchanges come before the
+        exchanges that name them, so no message is ever routed to a missing one."""
         ex: dict[str, AbstractExchange] = {}
         qs: dict[str, AbstractQueue] = {}
-        ex[self.job_queue_not_found] = await channel.declare_exchange(
-            self.job_queue_not_found, ExchangeType.FANOUT, durable=True)
-        qs[self.job_queue_not_found] = await self._queue(channel, self.job_queue_not_found,
-                                                         ex[self.job_queue_not_found], "")
-        ex[self.job_submit] = await channel.declare_exchange(
-            self.job_submit, ExchangeType.TOPIC, durable=True,
-            arguments={"alternate-exchange": self.job_queue_not_found})
-        ex[self.job_submit_delayed] = await channel.declare_exchange(
-            self.job_submit_delayed, ExchangeType.FANOUT, durable=True)
+
+        async def exchange(name: str, kind: ExchangeType, alternate: str | None = None) -> AbstractExchange:
+            ex[name] = await channel.declare_exchange(
+                name, kind, durable=True, arguments={"alternate-exchange": alternate} if alternate else None)
+            return ex[name]
+
+        async def queue(name: str, source: AbstractExchange, key: str,
+                        arguments: dict[str, Any] | None = None) -> None:
+            qs[name] = await self._queue(channel, name, source, key, arguments)
+
+        for not_found in (self.job_queue_not_found, self.job_response_not_found,
+                          self.worker_response_not_found, self.direct_messaging_not_found):
+            await exchange(not_found, ExchangeType.FANOUT)
+        # The SDK declares a queue worker_response_not_found without arguments; the other two
+        # are ours to shape. Nothing is kept for direct orders no worker took (a stop for a
+        # worker that is gone means nothing), and no queue may be bound to
+        # direct_messaging_not_found: `stepflow worker-control` publishes mandatory and relies on
+        # the return to say that no worker listens.
+        for kept in (self.job_queue_not_found, self.job_response_not_found, self.worker_response_not_found):
+            await queue(kept, ex[kept], "")
+        await exchange(self.job_submit, ExchangeType.TOPIC, self.job_queue_not_found)
+        await exchange(self.job_delayed, ExchangeType.FANOUT)
+        # The SDK's delay: a rejected order waits 5 s, then goes back, through the default
+        # exchange, to the queue named by its dead-letter routing key (its own queue).
+        await queue(self.job_delayed, ex[self.job_delayed], "*",
+                    {"x-message-ttl": JOB_DELAY_MS, "x-dead-letter-exchange": ""})
+        await exchange(self.job_submit_delayed, ExchangeType.FANOUT)
         # Messages expire per message (`expiration`), then go to job_submit with their own
         # routing key (the job type), since no x-dead-letter-routing-key is set.
-        qs[self.job_submit_delayed] = await self._queue(
-            channel, self.job_submit_delayed, ex[self.job_submit_delayed], "",
-            {"x-dead-letter-exchange": self.job_submit})
-        ex[self.job_response] = await channel.declare_exchange(
-            self.job_response, ExchangeType.TOPIC, durable=True)
+        await queue(self.job_submit_delayed, ex[self.job_submit_delayed], "",
+                    {"x-dead-letter-exchange": self.job_submit})
+        await exchange(self.job_response, ExchangeType.TOPIC, self.job_response_not_found)
         for key in p.RESPONSE_KEYS:
-            qs[self.name(key)] = await self._queue(channel, self.name(key), ex[self.job_response], key)
-        ex[self.job_response_delayed] = await channel.declare_exchange(
-            self.job_response_delayed, ExchangeType.FANOUT, durable=True)
+            await queue(self.name(key), ex[self.job_response], key)
+        await exchange(self.job_response_delayed, ExchangeType.FANOUT)
         # Published with the origin queue's name as routing key; dead-lettered through the
         # default exchange, which routes by queue name: back to where it came from.
-        qs[self.job_response_delayed] = await self._queue(
-            channel, self.job_response_delayed, ex[self.job_response_delayed], "",
-            {"x-message-ttl": RESPONSE_DELAY_MS, "x-dead-letter-exchange": ""})
-        ex[self.worker_response] = await channel.declare_exchange(
-            self.worker_response, ExchangeType.TOPIC, durable=True)
+        await queue(self.job_response_delayed, ex[self.job_response_delayed], "",
+                    {"x-message-ttl": RESPONSE_DELAY_MS, "x-dead-letter-exchange": ""})
+        await exchange(self.worker_response, ExchangeType.TOPIC, self.worker_response_not_found)
         for key in p.WORKER_KEYS:
-            qs[self.name(key)] = await self._queue(channel, self.name(key), ex[self.worker_response], key)
-        ex[self.direct_messaging] = await channel.declare_exchange(
-            self.direct_messaging, ExchangeType.HEADERS, durable=True)
+            await queue(self.name(key), ex[self.worker_response], key, self.worker_queue_arguments(key))
+        # The SDK announces itself on job_response (key worker_discovery) and binds nothing.
+        await qs[self.name(p.WORKER_DISCOVERY)].bind(ex[self.job_response], routing_key=p.WORKER_DISCOVERY)
+        await exchange(self.direct_messaging, ExchangeType.HEADERS, self.direct_messaging_not_found)
         qs[self.quarantine] = await channel.declare_queue(self.quarantine, durable=True)
         return Declared(ex, qs)
+
+    def worker_queue_arguments(self, key: str) -> dict[str, Any] | None:
+        """worker_discovery carries the SDK's dead-letter arguments (it declares that queue);
+        the other worker queues are ours and have none."""
+        if key != p.WORKER_DISCOVERY:
+            return None
+        return {"x-dead-letter-exchange": self.job_response_delayed,
+                "x-dead-letter-routing-key": self.name(p.WORKER_DISCOVERY)}
 
     @staticmethod
     async def _queue(channel: AbstractChannel, name: str, exchange: AbstractExchange, key: str,
@@ -160,14 +214,15 @@ class Topology:
     async def declare_job_queue(self, channel: AbstractChannel, job_type: str) -> AbstractQueue:
         """A job type's queue, bound to job_submit with the type as key (workers call this)."""
         queue = await channel.declare_queue(self.job_queue(job_type), durable=True,
-                                            arguments=self.job_queue_arguments())
+                                            arguments=self.job_queue_arguments(job_type))
         await queue.bind(self.job_submit, routing_key=job_type)
         return queue
 
-    def job_queue_arguments(self) -> dict[str, Any]:
-        """Priorities; an order a worker rejects as malformed is dead-lettered to quarantine."""
-        return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": "",
-                "x-dead-letter-routing-key": self.quarantine}
+    def job_queue_arguments(self, job_type: str) -> dict[str, Any]:
+        """The SDK's, argument for argument: priorities up to 100, and a rejected order waits
+        5 s in job_delayed, then comes back to this queue (its real name)."""
+        return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.job_delayed,
+                "x-dead-letter-routing-key": self.job_queue(job_type)}
 
     async def declare_direct_queue(self, channel: AbstractChannel, instance_id: str,
                                    job_types: list[str] | tuple[str, ...]) -> AbstractQueue:

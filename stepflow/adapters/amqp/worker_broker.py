@@ -12,7 +12,12 @@ queue's bindings (instance id, broadcast, one per job type) differ only in their
 arguments, so aio-pika alone would bring back only the last one made (`job_type=<last>`)
 and stop and status orders sent by instance id or broadcast would be lost. The broker
 notes every binding the topology makes and makes them all again when the channel reopens.
-A message that cannot even be turned into a delivery is rejected (dead-lettered), not held.
+A message that cannot even be turned into a delivery is quarantined, not held.
+
+Getting rid of an order is never a reject without requeue: job queues dead-letter to the
+SDK's `job_delayed`, which puts the order back after 5 s, so a poison order would loop for
+ever. `reject(requeue=False)` and an unreadable message copy it to `stepflow_quarantine`
+(confirmed), then ack it.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
+import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -42,6 +48,7 @@ from stepflow.adapters.amqp.topology import Topology, persistent
 from stepflow.engine.ports import Outgoing
 
 log = structlog.get_logger("stepflow.amqp.worker")
+REJECTED_HEADER = "x-stepflow-worker-rejected"  # on a worker's copy in the quarantine: why
 
 
 class AmqpWorkerBroker:
@@ -99,15 +106,18 @@ class AmqpWorkerBroker:
             if job_type not in self._consumers:
                 self._consumers[job_type] = await queue.consume(self._receiver(self._orders, job_type, queue.name))
 
-    @staticmethod
-    def _receiver(into: asyncio.Queue[AmqpDelivery], logical: str, real: str) -> Any:
+    def _receiver(self, into: asyncio.Queue[AmqpDelivery], logical: str, real: str) -> Any:
         async def on_message(message: AbstractIncomingMessage) -> None:
             try:
                 delivery = AmqpDelivery.of(message, logical, real)
             except Exception as error:  # noqa: BLE001  never leave a message held for want of reading it
                 log.error("delivery_unreadable", queue=logical, error=repr(error)[:500])
-                with contextlib.suppress(Exception):
-                    await message.reject(requeue=False)
+                try:
+                    await self._to_quarantine(message.body, None, {}, logical, f"unreadable: {error!r}")
+                    await message.ack()
+                except Exception:  # noqa: BLE001  the last resort; a direct queue has no DLX
+                    with contextlib.suppress(Exception):
+                        await message.reject(requeue=False)
                 return
             into.put_nowait(delivery)
 
@@ -179,7 +189,25 @@ class AmqpWorkerBroker:
         await settle(delivery, ack=True)
 
     async def reject(self, delivery: Any, requeue: bool) -> None:
-        await settle(delivery, ack=False, requeue=requeue)
+        """Requeue, or (requeue=False) copy to the quarantine and ack: see the module's docstring."""
+        if requeue or delivery.stale:
+            await settle(delivery, ack=False, requeue=True)
+            return
+        await self._to_quarantine(delivery.body, delivery.message_id, delivery.headers, delivery.queue,
+                                  "rejected by the worker", content_type=delivery.content_type)
+        await settle(delivery, ack=True)
+
+    async def _to_quarantine(self, body: bytes, message_id: str | None, headers: Any, queue: str, reason: str,
+                             *, content_type: str | None = None) -> None:
+        if self._publish is None:
+            raise RuntimeError("connect first")
+        # Not the backend's `x-quarantine-reason`: a worker's rejects are told apart by this header
+        # (as they once were by the broker's x-death).
+        kept = {**dict(headers), REJECTED_HEADER: reason[:1000], "x-original-queue": queue}
+        message = aio_pika.Message(body, message_id=message_id, content_type=content_type, headers=kept,
+                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        await publish_confirmed(self._publish.default_exchange, message, self.topology.quarantine,
+                                what="quarantine")
 
 
 class _BindingsNoted:

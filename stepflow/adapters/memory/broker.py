@@ -155,8 +155,9 @@ class MemoryBroker:
         if requeue:
             self.queue(delivery.queue).put(replace(delivery, redelivered=True, tag=next(_sequence)))
         elif rejected and delivery.queue in self.bindings.values():
-            # A job-type queue dead-letters a rejected order to the quarantine, as on RabbitMQ.
-            self.quarantined.append((delivery, "rejected by a worker (dead-lettered)"))
+            # A worker's broker copies an order it rejects to the quarantine, as on RabbitMQ
+            # (where job queues dead-letter to job_delayed, which would loop it).
+            self.quarantined.append((delivery, "rejected by the worker"))
 
     async def release(self, owner: object) -> None:
         """A consumer went away: what it held goes back to its queue, marked redelivered."""
