@@ -9,12 +9,15 @@
 
     run_projections_once(engine) -> int        # the same as a one-liner
 
-The loop reads a batch of notifications once (`stepflow.projections.log`, the same rows as
-`engine.notifications` without its per-row overhead, decoded once) and
-hands it to every projection that is behind; each projection applies it in one transaction
-that also moves its tracking row (`ViewStore.advance`), so a crash between batches loses
-nothing and applies nothing twice. Projections at different positions (one being rebuilt)
-take from the shared batch only what they have not applied.
+Each projection follows the log with a `LogFollower` (`stepflow.engine.follower`) under its
+name, with two things of the views': the reader (`stepflow.projections.log`, the same rows as
+`engine.notifications` without its per-row overhead, decoded once, shared by all) and the
+position store (the view store: a view's row in `sf_tracking`). The loop reads a batch once
+and hands it to every projection that is behind; each projection applies it in one
+transaction that also moves its tracking row (`LogFollower.advance`, i.e. `ViewStore.advance`),
+so a crash between batches loses nothing and applies nothing twice. Projections at different
+positions (one being rebuilt) take from the shared batch only what they have not applied. The
+positions are read from the store once per pass, and again for a view another runner moved.
 
 Following the log: PostgreSQL notifies a channel after every insert, and the runner
 `LISTEN`s on it (falling back to polling if it cannot). SQLite has no notifications, so the
@@ -37,6 +40,7 @@ from typing import Any, ClassVar, Protocol
 import structlog
 
 from stepflow.engine import events as ev
+from stepflow.engine.follower import LogFollower
 from stepflow.projections.definition_stats import DefinitionStatsProjection
 from stepflow.projections.job_stats import JobStatsProjection
 from stepflow.projections.log import log_reader
@@ -95,6 +99,8 @@ class ProjectionRunner:
         self._read = log_reader(engine)
         for projection in self.projections:
             self.store.ensure(projection)
+        self.followers = {p.name: LogFollower(engine, p.name, reader=self._read, positions=self.store,
+                                              batch_size=batch_size) for p in self.projections}
 
     @property
     def names(self) -> list[str]:
@@ -115,7 +121,10 @@ class ProjectionRunner:
              only: Sequence[str] | None) -> int:
         target = until if until is not None else self.engine.max_notification_id()
         projections = [p for p in self.projections if only is None or p.name in only]
-        backlog = target - min(self.store.positions([p.name for p in projections]).values(), default=target)
+        positions = self.store.positions([p.name for p in projections])  # another runner may have moved them
+        for projection in projections:
+            self.followers[projection.name].reload(positions[projection.name])
+        backlog = target - min(positions.values(), default=target)
         with _fewer_collections(backlog > BIG_BACKLOG):
             read = self._batches(projections, target, batch_size, on_progress)
         if read:
@@ -125,27 +134,28 @@ class ProjectionRunner:
     def _batches(self, projections: list[Projection], target: int, batch_size: int,
                  on_progress: Progress | None) -> int:
         read = 0
+        following = [(p, self.followers[p.name]) for p in projections]
         while True:
-            positions = self.store.positions([p.name for p in projections])
-            behind = [p for p in projections if positions[p.name] < target]
+            behind = [(p, f) for p, f in following if f.position < target]
             if not behind:
                 break
-            start = min(positions[p.name] for p in behind)
-            batch = self._read(start, max(1, min(batch_size, target - start)))
-            batch = [item for item in batch if item[0] <= target]
+            lowest = min(behind, key=lambda pf: pf[1].position)[1]
+            start = lowest.position
+            batch = lowest.read(limit=batch_size, stop=target)
             if not batch:
                 break
             last = batch[-1][0]
-            for projection in behind:
-                position = positions[projection.name]
+            for projection, follower in behind:
+                position = follower.position
                 mine = batch if position == start else [item for item in batch if item[0] > position]
                 if not mine:
                     continue
                 try:
-                    with self.store.advance(projection.name, position, last) as tx:
+                    with follower.advance(last) as tx:
                         projection.apply(tx, mine, position)
                 except PositionMoved:
                     projection.forget()
+                    follower.reload()
                     log.debug("projection_position_moved", view=projection.name)
                 except BaseException:
                     projection.forget()

@@ -176,6 +176,12 @@ class ViewStore(ABC):
             return found
         return {name: found.get(name, 0) for name in names}
 
+    def position(self, view: str) -> int | None:
+        """The view's position; None before `ensure` made its tracking row."""
+        with self.read() as tx:
+            rows = tx.query("SELECT position FROM sf_tracking WHERE view = ?", (view,))
+        return rows[0][0] if rows else None
+
     @contextmanager
     def advance(self, view: str, expected: int, position: int) -> Iterator[Tx]:
         """A transaction that moves `view` from `expected` to `position` when the body succeeds.
