@@ -44,7 +44,8 @@ from stepflow.engine.follower import LogFollower
 from stepflow.projections.definition_stats import DefinitionStatsProjection
 from stepflow.projections.job_stats import JobStatsProjection
 from stepflow.projections.log import log_reader
-from stepflow.projections.store import PositionMoved, Table, Tx, ViewStore, open_view_store
+from stepflow.projections.opening import open_view_store
+from stepflow.projections.store import PositionMoved, Table, Tx, ViewStore
 from stepflow.projections.worker_orders import WorkerOrdersProjection
 from stepflow.projections.workflows import WorkflowsProjection
 

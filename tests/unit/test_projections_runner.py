@@ -144,9 +144,12 @@ def test_a_query_waits_for_the_view_or_times_out(engine: WorkflowEngine, runner:
     workflow_id = engine.start_workflow(INGEST)
     with pytest.raises(NotCaughtUp):
         queries.list_workflows(runner.store, wait_for=engine.max_notification_id(), timeout=0.05)
-    threading.Timer(0.1, runner.run_once).start()
+    later = threading.Timer(0.1, runner.run_once)
+    later.start()
     page = queries.list_workflows(runner.store, wait_for=engine.max_notification_id(), timeout=5)
     assert [w.workflow_id for w in page.items] == [str(workflow_id)]
+    later.join(5)  # it goes on with the other views: done before the store closes
+    assert not later.is_alive()
 
 
 def test_pagination_is_stable_under_concurrent_inserts(engine: WorkflowEngine, runner: ProjectionRunner) -> None:
