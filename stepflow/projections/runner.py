@@ -9,15 +9,14 @@
 
     run_projections_once(engine) -> int        # the same as a one-liner
 
-Each projection follows the log with a `LogFollower` (`stepflow.engine.follower`) under its
-name, with two things of the views': the reader (`stepflow.projections.log`, the same rows as
-`engine.notifications` without its per-row overhead, decoded once, shared by all) and the
-position store (the view store: a view's row in `sf_tracking`). The loop reads a batch once
-and hands it to every projection that is behind; each projection applies it in one
-transaction that also moves its tracking row (`LogFollower.advance`, i.e. `ViewStore.advance`),
-so a crash between batches loses nothing and applies nothing twice. Projections at different
-positions (one being rebuilt) take from the shared batch only what they have not applied. The
-positions are read from the store once per pass, and again for a view another runner moved.
+Each view follows the log with a `LogFollower` under its name, given the views' reader
+(`stepflow.projections.log`: `engine.notifications` without its per-row overhead) and their
+position store (the view store's `sf_tracking`). A batch is read once and handed to every view
+that is behind; each applies it in one transaction that also moves its tracking row
+(`LogFollower.advance`, `ViewStore.advance`), so a crash between batches loses nothing and
+applies nothing twice. Views at different positions (one being rebuilt) take from the shared
+batch only what they have not applied. Positions are read once a pass, and again for a view
+another runner moved.
 
 Following the log: PostgreSQL notifies a channel after every insert, and the runner
 `LISTEN`s on it (falling back to polling if it cannot). SQLite has no notifications, so the
@@ -122,7 +121,7 @@ class ProjectionRunner:
              only: Sequence[str] | None) -> int:
         target = until if until is not None else self.engine.max_notification_id()
         projections = [p for p in self.projections if only is None or p.name in only]
-        positions = self.store.positions([p.name for p in projections])  # another runner may have moved them
+        positions = self.store.positions([p.name for p in projections])  # in one read, not one a view
         for projection in projections:
             self.followers[projection.name].reload(positions[projection.name])
         backlog = target - min(positions.values(), default=target)
@@ -140,7 +139,7 @@ class ProjectionRunner:
             behind = [(p, f) for p, f in following if f.position < target]
             if not behind:
                 break
-            lowest = min(behind, key=lambda pf: pf[1].position)[1]
+            lowest = min((f for _, f in behind), key=lambda f: f.position)
             start = lowest.position
             batch = lowest.read(limit=batch_size, stop=target)
             if not batch:
