@@ -27,8 +27,9 @@ tables. Entry points:
     replay.check_determinism(engine) -> DeterminismReport
 """
 
+from stepflow.projections.opening import open_view_store
 from stepflow.projections.runner import ProjectionRunner, default_projections, run_projections_once
-from stepflow.projections.store import ViewStore, open_view_store
+from stepflow.projections.store import ViewStore
 from stepflow.projections.workers import WorkerSeen, WorkersView
 
 __all__ = [

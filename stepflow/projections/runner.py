@@ -9,12 +9,14 @@
 
     run_projections_once(engine) -> int        # the same as a one-liner
 
-The loop reads a batch of notifications once (`stepflow.projections.log`, the same rows as
-`engine.notifications` without its per-row overhead, decoded once) and
-hands it to every projection that is behind; each projection applies it in one transaction
-that also moves its tracking row (`ViewStore.advance`), so a crash between batches loses
-nothing and applies nothing twice. Projections at different positions (one being rebuilt)
-take from the shared batch only what they have not applied.
+Each view follows the log with a `LogFollower` under its name, given the views' reader
+(`stepflow.projections.log`: `engine.notifications` without its per-row overhead) and their
+position store (the view store's `sf_tracking`). A batch is read once and handed to every view
+that is behind; each applies it in one transaction that also moves its tracking row
+(`LogFollower.advance`, `ViewStore.advance`), so a crash between batches loses nothing and
+applies nothing twice. Views at different positions (one being rebuilt) take from the shared
+batch only what they have not applied. Positions are read once a pass, and again for a view
+another runner moved.
 
 Following the log: PostgreSQL notifies a channel after every insert, and the runner
 `LISTEN`s on it (falling back to polling if it cannot). SQLite has no notifications, so the
@@ -37,10 +39,12 @@ from typing import Any, ClassVar, Protocol
 import structlog
 
 from stepflow.engine import events as ev
+from stepflow.engine.follower import LogFollower
 from stepflow.projections.definition_stats import DefinitionStatsProjection
 from stepflow.projections.job_stats import JobStatsProjection
 from stepflow.projections.log import log_reader
-from stepflow.projections.store import PositionMoved, Table, Tx, ViewStore, open_view_store
+from stepflow.projections.opening import open_view_store
+from stepflow.projections.store import PositionMoved, Table, Tx, ViewStore
 from stepflow.projections.worker_orders import WorkerOrdersProjection
 from stepflow.projections.workflows import WorkflowsProjection
 
@@ -95,6 +99,8 @@ class ProjectionRunner:
         self._read = log_reader(engine)
         for projection in self.projections:
             self.store.ensure(projection)
+        self.followers = {p.name: LogFollower(engine, p.name, reader=self._read, positions=self.store,
+                                              batch_size=batch_size) for p in self.projections}
 
     @property
     def names(self) -> list[str]:
@@ -115,7 +121,10 @@ class ProjectionRunner:
              only: Sequence[str] | None) -> int:
         target = until if until is not None else self.engine.max_notification_id()
         projections = [p for p in self.projections if only is None or p.name in only]
-        backlog = target - min(self.store.positions([p.name for p in projections]).values(), default=target)
+        positions = self.store.positions([p.name for p in projections])  # in one read, not one a view
+        for projection in projections:
+            self.followers[projection.name].reload(positions[projection.name])
+        backlog = target - min(positions.values(), default=target)
         with _fewer_collections(backlog > BIG_BACKLOG):
             read = self._batches(projections, target, batch_size, on_progress)
         if read:
@@ -125,27 +134,28 @@ class ProjectionRunner:
     def _batches(self, projections: list[Projection], target: int, batch_size: int,
                  on_progress: Progress | None) -> int:
         read = 0
+        following = [(p, self.followers[p.name]) for p in projections]
         while True:
-            positions = self.store.positions([p.name for p in projections])
-            behind = [p for p in projections if positions[p.name] < target]
+            behind = [(p, f) for p, f in following if f.position < target]
             if not behind:
                 break
-            start = min(positions[p.name] for p in behind)
-            batch = self._read(start, max(1, min(batch_size, target - start)))
-            batch = [item for item in batch if item[0] <= target]
+            lowest = min((f for _, f in behind), key=lambda f: f.position)
+            start = lowest.position
+            batch = lowest.read(limit=batch_size, stop=target)
             if not batch:
                 break
             last = batch[-1][0]
-            for projection in behind:
-                position = positions[projection.name]
+            for projection, follower in behind:
+                position = follower.position
                 mine = batch if position == start else [item for item in batch if item[0] > position]
                 if not mine:
                     continue
                 try:
-                    with self.store.advance(projection.name, position, last) as tx:
+                    with follower.advance(last) as tx:
                         projection.apply(tx, mine, position)
                 except PositionMoved:
                     projection.forget()
+                    follower.reload()
                     log.debug("projection_position_moved", view=projection.name)
                 except BaseException:
                     projection.forget()

@@ -8,12 +8,17 @@ Two implementations share this interface and the same SQL (written with `?` plac
 rewritten for psycopg): `stepflow.projections.sqlite` and `stepflow.projections.postgres`.
 `open_view_store(engine)` picks the one matching the engine's event store, so views sit in
 the same database (same SQLite file, same PostgreSQL schema) in tables of their own; an
-engine on plain Python objects (`memory://`) gets an in-memory SQLite database.
+engine on plain Python objects (`memory://`) gets an in-memory SQLite database. It lives in
+`stepflow.projections.opening`: the stores import this module, which imports neither.
 
-Concurrency: `begin(view)` locks the view's tracking row (`BEGIN IMMEDIATE` on SQLite,
-`SELECT ... FOR UPDATE` on PostgreSQL) and returns its position. Two runners on one view
-(a backend and a `stepflow project` process) therefore never interleave: the second sees
-the first's new position and re-reads from there.
+A view store is also where the runner's `LogFollower`s keep their positions (`position`,
+`advance`: see `stepflow.engine.follower.Positions`).
+
+Concurrency: `advance(view, expected, position)` locks the view's tracking row (`BEGIN
+IMMEDIATE` on SQLite, `SELECT ... FOR UPDATE` on PostgreSQL) and checks its position. Two
+runners on one view (a backend and a `stepflow project` process) therefore never
+interleave: the second gets `PositionMoved`, takes the first's new position and re-reads
+from there.
 """
 
 from __future__ import annotations
@@ -176,6 +181,12 @@ class ViewStore(ABC):
             return found
         return {name: found.get(name, 0) for name in names}
 
+    def position(self, view: str) -> int | None:
+        """The view's position; None before `ensure` made its tracking row."""
+        with self.read() as tx:
+            rows = tx.query("SELECT position FROM sf_tracking WHERE view = ?", (view,))
+        return rows[0][0] if rows else None
+
     @contextmanager
     def advance(self, view: str, expected: int, position: int) -> Iterator[Tx]:
         """A transaction that moves `view` from `expected` to `position` when the body succeeds.
@@ -220,23 +231,3 @@ def delete_in(tx: Tx, table: str, column: str, keys: Iterable[Any]) -> None:
     for i in range(0, len(keys), CHUNK):
         chunk = keys[i:i + CHUNK]
         tx.execute(f"DELETE FROM {table} WHERE {column} IN ({', '.join('?' * len(chunk))})", chunk)
-
-
-def open_view_store(engine: Any) -> ViewStore:
-    """The view store beside an engine's event store (same SQLite file or PG schema)."""
-    datastore: Any = getattr(engine.factory, "datastore", None)
-    module = type(engine.factory).__module__
-    if module.startswith("eventsourcing.sqlite"):
-        from stepflow.projections.sqlite import SQLiteViewStore
-
-        db_name = datastore.pool.db_name
-        if datastore.pool.is_sqlite_memory_mode:
-            return SQLiteViewStore(":memory:")
-        return SQLiteViewStore(db_name, lock_timeout=datastore.pool.lock_timeout or 10)
-    if module.startswith("eventsourcing.postgres"):
-        from stepflow.projections.postgres import PostgresViewStore
-
-        return PostgresViewStore(datastore)
-    from stepflow.projections.sqlite import SQLiteViewStore
-
-    return SQLiteViewStore(":memory:")

@@ -18,10 +18,6 @@ import grimp
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Left to the projections refactoring in another branch (see pyproject.toml's ignore_imports):
-# delete this entry when `open_view_store` no longer lives beside the stores it opens.
-KNOWN = {frozenset({"stepflow.projections.store", "stepflow.projections.sqlite", "stepflow.projections.postgres"})}
-
 
 def test_the_import_contracts_hold() -> None:
     lint = Path(sys.executable).with_name("lint-imports")
@@ -82,8 +78,8 @@ def test_no_module_imports_itself_back() -> None:
     finally:
         sys.path.remove(str(ROOT))
     assert "stepflow.adapters.memory.broker" in graph.modules  # a namespace package would be invisible
-    unexpected = [sorted(c) for c in circles(graph) if c not in KNOWN]
-    assert unexpected == [], unexpected
+    found = [sorted(c) for c in circles(graph)]
+    assert found == [], found
 
 
 def test_the_circle_finder_finds_circles() -> None:

@@ -88,6 +88,43 @@ def test_two_runners_on_one_view_never_apply_twice(engine: WorkflowEngine, tmp_p
         r.close()
 
 
+def test_a_runner_overtaken_mid_pass_reloads_and_applies_nothing_twice(engine: WorkflowEngine,
+                                                                      tmp_path: Path) -> None:
+    for _ in range(10):
+        engine.start_workflow(INGEST)
+    end = engine.max_notification_id()
+    path = str(tmp_path / "store.sqlite")
+    slow, fast = (ProjectionRunner(engine, SQLiteViewStore(path), batch_size=4) for _ in range(2))
+    overtook: list[int] = []
+
+    def overtake(done: int, target: int) -> None:  # after slow's first batch, fast does the rest
+        if not overtook:
+            overtook.append(fast.run_once())
+
+    slow.run_once(on_progress=overtake)
+    assert overtook[0] == end - 4
+    assert slow.positions() == dict.fromkeys(slow.names, end)
+    assert {name: f.position for name, f in slow.followers.items()} == dict.fromkeys(slow.names, end)
+    assert queries.job_stats(slow.store)[0].submitted == 10
+    assert len(queries.list_workflows(slow.store, limit=100).items) == 10
+    for r in (slow, fast):
+        r.close()
+
+
+def test_a_view_rewound_elsewhere_is_caught_up_at_the_next_pass(engine: WorkflowEngine,
+                                                                runner: ProjectionRunner) -> None:
+    workflow_id = engine.start_workflow(INGEST)
+    runner.run_once()
+    # an interrupted `stepflow rebuild` in another process: the view is empty, at 0
+    other = ProjectionRunner(engine, SQLiteViewStore(runner.store.path))  # type: ignore[attr-defined]
+    other.store.reset(other.projections[0])
+    other.close()
+    assert queries.get_workflow(runner.store, workflow_id) is None
+    assert runner.run_once() == engine.max_notification_id()  # nothing new in the log, yet
+    assert runner.positions()["workflows"] == engine.max_notification_id()
+    assert queries.get_workflow(runner.store, workflow_id) is not None
+
+
 def test_follow_in_a_thread_and_wait_for_a_position(engine: WorkflowEngine) -> None:
     runner = ProjectionRunner(engine, poll_interval=5.0)
     runner.start()
@@ -107,9 +144,12 @@ def test_a_query_waits_for_the_view_or_times_out(engine: WorkflowEngine, runner:
     workflow_id = engine.start_workflow(INGEST)
     with pytest.raises(NotCaughtUp):
         queries.list_workflows(runner.store, wait_for=engine.max_notification_id(), timeout=0.05)
-    threading.Timer(0.1, runner.run_once).start()
+    later = threading.Timer(0.1, runner.run_once)
+    later.start()
     page = queries.list_workflows(runner.store, wait_for=engine.max_notification_id(), timeout=5)
     assert [w.workflow_id for w in page.items] == [str(workflow_id)]
+    later.join(5)  # it goes on with the other views: done before the store closes
+    assert not later.is_alive()
 
 
 def test_pagination_is_stable_under_concurrent_inserts(engine: WorkflowEngine, runner: ProjectionRunner) -> None:
