@@ -1,5 +1,9 @@
 """Rows of the workflow, step and job views: one mutable Struct per table, in column order.
 
+A row read back from the database is built positionally (`WorkflowRow(*row)`: the SELECT
+lists the columns in field order); a row made by a handler is built by keyword, so adding a
+column cannot shift the others silently.
+
 Times are seconds since the epoch (UTC) in REAL / DOUBLE PRECISION columns: sortable, one
 type on both databases, cheap to write. JSON columns hold small lists and maps.
 `stepflow.projections.results` turns these rows into the frozen Structs callers see.

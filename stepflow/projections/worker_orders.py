@@ -53,7 +53,9 @@ class WorkerOrdersProjection:
             at = order.timestamp.timestamp()
             row = rows.get(order.instance_id)
             if row is None:
-                row = rows[order.instance_id] = OrderRow(order.instance_id, order.order, at, order.actor, None, None)
+                row = rows[order.instance_id] = OrderRow(
+                    instance_id=order.instance_id, last_order=order.order, ordered_at=at, ordered_by=order.actor,
+                    paused_at=None, stop_ordered_at=None)
             row.last_order, row.ordered_at, row.ordered_by = order.order, at, order.actor
             if order.order == PAUSE:
                 row.paused_at = at

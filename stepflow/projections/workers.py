@@ -86,8 +86,10 @@ class WorkersView:
                 at = s.at.timestamp()
                 row = rows.get(s.instance_id)
                 if row is None:
-                    row = rows[s.instance_id] = WorkerRow(s.instance_id, None, None, None, None, None,
-                                                          None, None, None, at, at, None)
+                    row = rows[s.instance_id] = WorkerRow(
+                        instance_id=s.instance_id, job_type=None, label=None, description=None, version=None,
+                        sdk_version=None, direct_queue=None, activity=None, current_job=None, first_seen=at,
+                        last_seen=at, terminated_at=None)
                 for name in _MERGED:
                     value = getattr(s, name)
                     if value is not None:

@@ -22,16 +22,21 @@ def started(rows: RowBatch, e: ev.WorkflowStarted, nid: int, wid: str) -> None:
     at = e.timestamp.timestamp()
     definition = e.definition
     rows.workflows[wid] = WorkflowRow(
-        wid, nid, definition.identifier, definition.version, definition.label, "running",
-        dumps(list(e.labels)), dumps(list(definition.tags)), dumps(e.parameters),
-        len(definition.steps), 0, "[]", 0.0, at, None, at, e.originator_version, e.actor, None,
+        workflow_id=wid, seq=nid, definition=definition.identifier, definition_version=definition.version,
+        title=definition.label, status="running", labels=dumps(list(e.labels)),
+        tags=dumps(list(definition.tags)), parameters=dumps(e.parameters), steps_total=len(definition.steps),
+        steps_done=0, current_steps="[]", progress=0.0, started_at=at, ended_at=None, updated_at=at,
+        version=e.originator_version, started_by=e.actor, reason=None,
     )
     rows.dirty_workflows.add(wid)
     steps = rows.steps[wid] = {}
     for order, step_id in enumerate(topological_order(definition)):
         job_type = definition.step(step_id).job_type
-        steps[step_id] = StepRow(wid, step_id, order, job_type, "waiting", None,
-                                 0, 0, 0, 0, 0, 0, 0, 0, 0, None, None, None)
+        steps[step_id] = StepRow(
+            workflow_id=wid, step_id=step_id, step_order=order, job_type=job_type, status="waiting",
+            reason=None, jobs_total=0, n_queued=0, n_processing=0, n_completed=0, n_error=0, n_retrying=0,
+            n_retry_requested=0, n_stopped=0, n_unroutable=0, started_at=None, ended_at=None, updated_at=None,
+        )
         rows.dirty_steps.add((wid, step_id))
     for label in dict.fromkeys((*e.labels, *definition.tags)):
         rows.labels.append((label, nid, wid))
@@ -43,8 +48,10 @@ def submitted(rows: RowBatch, e: ev.JobSubmitted, nid: int, wid: str) -> None:
         return
     workflow, at = touched
     rows.add_job(JobRow(
-        e.job_id, workflow.workflow_id, e.step_id, e.index, e.attempt, e.job_type, "queued", nid,
-        e.priority, at, at + e.delay_s, None, None, at, 0, None, None, None, None, None, None,
+        job_id=e.job_id, workflow_id=workflow.workflow_id, step_id=e.step_id, idx=e.index, attempt=e.attempt,
+        job_type=e.job_type, status="queued", seq=nid, priority=e.priority, submitted_at=at,
+        not_before=at + e.delay_s, started_at=None, ended_at=None, updated_at=at, progression=0, message=None,
+        worker=None, error=None, error_kind=None, execution_duration=None, next_job_id=None,
     ))
     rows.dirty_jobs.add(e.job_id)
     step = rows.steps[workflow.workflow_id][e.step_id]

@@ -40,7 +40,7 @@ async def test_an_embedded_worker_is_shown_terminated_once_the_runtime_closed(tm
     """The workers' last announcement (`Terminated`) is read by the backend before it stops,
     so `stepflow workers` shows them terminated after `serve --embedded` stops, not alive
     and, 90 s later, gone."""
-    from stepflow.projections.store import open_view_store
+    from stepflow.projections import open_view_store
 
     engine = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
                                  "SQLITE_DBNAME": str(tmp_path / "s.sqlite")})
