@@ -43,6 +43,7 @@ def test_passwords_in_the_broker_and_store_urls_never_reach_the_logs(
         rabbit: Rabbit, postgres_store: str, procs_factory: Callable[[str], Procs]) -> None:
     user, password = f"sf_{uuid.uuid4().hex[:8]}", f"Pw{uuid.uuid4().hex}"
     _rabbitmqctl("add_user", user, password)
+    admin_url = rabbit.url  # the fixture's clean-up needs it: this user is gone by then
     try:
         _rabbitmqctl("set_permissions", "-p", "/", user, ".*", ".*", ".*")
         host = AMQP_URL.split("@", 1)[1]
@@ -78,6 +79,7 @@ def test_passwords_in_the_broker_and_store_urls_never_reach_the_logs(
         assert result.returncode == 4 and password not in result.stdout + result.stderr
         figures("security", password_leaks=0)
     finally:
+        rabbit.url = admin_url
         _rabbitmqctl("delete_user", user)
 
 
