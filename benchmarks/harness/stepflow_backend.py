@@ -197,6 +197,7 @@ async def main(args: argparse.Namespace) -> int:
     backend = default_backend(engine, broker, batch_size=args.batch_size, outbox_poll_s=args.outbox_poll, **options)
     stages = broker.stages
     stages.wrap_thread(backend, "in_store", "store")
+    backend.inbox.in_store = backend.in_store  # it was handed the store thread before the wrap
     stages.wrap_thread(backend, "in_outbox_thread", "outbox")
     await backend.start()
     stop = asyncio.Event()
