@@ -25,7 +25,10 @@ DETAIL_WIDTH = 100
 _ENVELOPE = ("type", "originator_id", "originator_version", "timestamp", "cause", "actor")
 
 
-class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
+class _InHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an event stands in its workflow's history: what a timeline entry and a whole
+    history record share."""
+
     version: int
     time: datetime
     event: str
@@ -34,6 +37,9 @@ class TimelineEntry(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int | None
     cause: str | None
     actor: str | None
+
+
+class TimelineEntry(_InHistory, frozen=True, kw_only=True):
     detail: str
 
 
@@ -48,17 +54,9 @@ class AuditEntry(msgspec.Struct, frozen=True, kw_only=True):
     data: dict[str, Any]  # the event's own fields (the envelope is above)
 
 
-class HistoryRecord(msgspec.Struct, frozen=True, kw_only=True):
+class HistoryRecord(_InHistory, frozen=True, kw_only=True):
     """One event of a workflow's history, whole: its place in the timeline and its own fields."""
 
-    version: int
-    time: datetime
-    event: str
-    step_id: str | None
-    job_id: str | None
-    attempt: int | None
-    cause: str | None
-    actor: str | None
     data: dict[str, Any]  # the event's own fields (the envelope is above), as `audit` gives them
 
 
