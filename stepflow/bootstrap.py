@@ -29,6 +29,7 @@ from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.persistence import (
     StoreUnavailable,
     despite_ddl_race,
+    despite_ddl_race_now,
     make_store_dir,
     open_engine,
     store_failure,
@@ -86,7 +87,8 @@ def build_runtime(settings: Settings, engine: WorkflowEngine, workers: Sequence[
     `log_workers`: log each worker the first time it announces itself, and when it leaves (what
     an operator of `stepflow serve` wants to see; `run` keeps its terminal for the live view).
     """
-    read_side = ReadSide(engine) if projections else None
+    # Backends starting at once on a fresh store race to create the views' tables too.
+    read_side = despite_ddl_race_now(lambda: ReadSide(engine)) if projections else None
     options = backend_options(settings)
     if log_workers:
         options["on_worker"] = announced(read_side.on_worker if read_side is not None else None)

@@ -19,6 +19,7 @@ import inspect
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -212,6 +213,20 @@ _DDL_RACES = ("already exists", "pg_type_typname_nsp_index", "tuple concurrently
 
 def lost_ddl_race(error: BaseException) -> bool:
     return any(sign in str(error) for sign in _DDL_RACES)
+
+
+def despite_ddl_race_now(call: Callable[[], T], attempts: int = 5) -> T:
+    """`despite_ddl_race` for a synchronous caller (wiring done before the event loop runs
+    anything: a short sleep at start-up blocks nothing)."""
+    for attempt in range(attempts):
+        try:
+            return call()
+        except Exception as error:
+            if not lost_ddl_race(error) or attempt == attempts - 1:
+                raise
+            log.info("store_table_race_retry", error=repr(error)[:200], attempt=attempt + 1)
+            time.sleep(0.1 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 @overload
