@@ -77,8 +77,10 @@ def _translate(delivery: Delivery, max_body: int) -> cmd.Command | p.WorkerDisco
             return _result(delivery, p.decode_result(delivery.body))
         if queue == p.JOB_QUEUE_NOT_FOUND:
             return _unroutable(delivery, p.decode_order(delivery.body))
-        if queue == p.WORKER_DISCOVERY:
+        if queue in (p.WORKER_DISCOVERY, p.WORKER_CREATED):
             return p.decode_discovery(delivery.body)
+        if queue == p.WORKER_TERMINATED:
+            return msgspec.structs.replace(p.decode_discovery(delivery.body), activity="Terminated")
         if queue == p.WORKER_STATUS:
             return p.decode_status(delivery.body)
     except (msgspec.DecodeError, msgspec.ValidationError) as error:

@@ -36,7 +36,12 @@ JOB_STOPPED = "job_stopped"
 RESPONSE_KEYS = (JOB_COMPLETED, JOB_PROGRESSION, JOB_ERROR, JOB_STOPPED)
 WORKER_DISCOVERY = "worker_discovery"
 WORKER_STATUS = "worker_status"
-WORKER_KEYS = (WORKER_DISCOVERY, WORKER_STATUS)
+# The SDK announces itself with the same body three times: `worker_discovery` on `job_response`
+# at every (re)connection, `worker_created` on `worker_response` once its start-up HTTP calls
+# succeeded, and `worker_terminated` on `worker_response` when it stops.
+WORKER_CREATED = "worker_created"
+WORKER_TERMINATED = "worker_terminated"
+WORKER_KEYS = (WORKER_DISCOVERY, WORKER_STATUS, WORKER_CREATED, WORKER_TERMINATED)
 
 CONTENT_TYPE = "application/json"
 MAX_BODY_BYTES = 1_048_576  # larger inbound bodies go to quarantine undecoded
