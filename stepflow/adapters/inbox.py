@@ -82,7 +82,10 @@ def _translate(delivery: Delivery, max_body: int) -> cmd.Command | p.WorkerDisco
         if queue == p.WORKER_TERMINATED:
             return msgspec.structs.replace(p.decode_discovery(delivery.body), activity="Terminated")
         if queue == p.WORKER_STATUS:
-            return p.decode_status(delivery.body)
+            status = p.decode_status(delivery.body)
+            if not status.instance:
+                raise Malformed("invalid worker_status message: it names no instance (no instance_id)")
+            return status
     except (msgspec.DecodeError, msgspec.ValidationError) as error:
         raise Malformed(f"invalid {queue} message: {error}") from None
     raise Malformed(f"no handler for queue {queue!r}")
@@ -107,7 +110,7 @@ def _job(delivery: Delivery, job_id: p.WireJobId, workflow_in_body: str | None) 
     workflow, when the message does not name it, as the original SDK's never does)."""
     if isinstance(job_id, int):
         if not 0 <= job_id <= p.MAX_WIRE_INT:
-            raise Malformed(f"job_id {job_id} is not an unsigned 64-bit integer")
+            raise Malformed(f"invalid job_id {job_id}: not an unsigned 64-bit integer")
         return {"workflow_id": _workflow_id(delivery, workflow_in_body, required=False), "job_id": "",
                 "wire_id": job_id}
     return {"workflow_id": _workflow_id(delivery, workflow_in_body), "job_id": job_id}

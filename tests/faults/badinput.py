@@ -339,7 +339,9 @@ class Generator:
     def g_wrong_types(self) -> list[Bad]:
         wf = self.live
         key, body = self.rng.choice([
-            (p.JOB_COMPLETED, {"job_id": 123, "status": "completed", "workflow_id": wf}),
+            (p.JOB_COMPLETED, {"job_id": 12.5, "status": "completed", "workflow_id": wf}),
+            (p.JOB_COMPLETED, {"job_id": -3, "status": "completed"}),
+            (p.JOB_COMPLETED, {"job_id": 2**64, "status": "completed"}),
             (p.JOB_COMPLETED, {"job_id": "j", "status": "completed", "parameters": "not a list", "workflow_id": wf}),
             (p.JOB_COMPLETED, {"job_id": "j", "status": "completed", "parameters": [{"id": 5}], "workflow_id": wf}),
             (p.JOB_ERROR, {"job_id": ["j"], "status": "error", "workflow_id": wf}),
@@ -499,14 +501,17 @@ class Generator:
                                 content_type=ctype)]
 
     def g_status_mismatch(self) -> list[Bad]:
-        key = self.rng.choice([p.JOB_COMPLETED, p.JOB_ERROR, p.JOB_STOPPED])
-        status = self.rng.choice([s for s in ("completed", "error", "stopped") if f"job_{s}" != key])
+        # What the original SDK never sends; it does answer a stop on job_stopped with status
+        # "completed", and a job that stopped itself on job_completed with status "stopped".
+        key, status = self.rng.choice([(p.JOB_COMPLETED, "error"), (p.JOB_ERROR, "completed"),
+                                       (p.JOB_ERROR, "stopped"), (p.JOB_COMPLETED, "paused")])
         return [self._malformed("status_mismatch", key, dumps(result(self._done_job(), status, self.done)), "status")]
 
     def g_unknown_job(self) -> list[Bad]:
         key = self.rng.choice([p.JOB_COMPLETED, p.JOB_ERROR, p.JOB_STOPPED, p.JOB_PROGRESSION, p.JOB_QUEUE_NOT_FOUND])
-        job = f"no-such-job-{self._uuid()}"
-        workflow = self.rng.choice([self.live, self.done])
+        wire = self.rng.random() < 0.5  # an integer id, as the original SDK sends, with no workflow id
+        job: Any = self.rng.randrange(2**53) if wire else f"no-such-job-{self._uuid()}"
+        workflow: Any = None if wire else self.rng.choice([self.live, self.done])
         if key == p.JOB_PROGRESSION:
             body: dict[str, Any] = {"job_id": job, "progression": 5, "datetime": "2024-01-01T00:00:00Z",
                                     "workflow_id": workflow}
@@ -514,7 +519,8 @@ class Generator:
             body = {"job_id": job, "parameters": [], "workflow_id": workflow}
         else:
             body = result(job, key.removeprefix("job_"), workflow)
-        return [Bad("unknown_job", key, dumps(body), self._id("job"), kind=UNKNOWN, reason="has no job")]
+        reason = "no job has the wire id" if wire else "has no job"
+        return [Bad("unknown_job", key, dumps(body), self._id("job"), kind=UNKNOWN, reason=reason)]
 
     def g_unknown_workflow(self) -> list[Bad]:
         key = self.rng.choice([p.JOB_COMPLETED, p.JOB_ERROR, p.JOB_STOPPED, p.JOB_PROGRESSION, p.JOB_QUEUE_NOT_FOUND])
@@ -691,7 +697,7 @@ class Generator:
 
     def o_wrong_types(self) -> list[Bad]:
         body = self.rng.choice([
-            self._order_body(job_id=7), self._order_body(parameters="all"), self._order_body(parameters=[{"id": 1}]),
+            self._order_body(job_id=7.5), self._order_body(parameters="all"), self._order_body(parameters=[{"id": 1}]),
             self._order_body(attempt="first"), self._order_body(timeout_s="NaN"), self._order_body(workflow_id=5),
             [1, 2], "order", None,
         ])

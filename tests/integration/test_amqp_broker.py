@@ -175,7 +175,7 @@ async def test_malformed_responses_go_to_quarantine_with_their_reason_and_the_ba
     async with AmqpRuntime(engine, media_workers(), url=rabbit.url, prefix=rabbit.prefix) as runtime:
         await rabbit.publish(p.JOB_RESPONSE, p.JOB_COMPLETED, b"\x00not json", message_id="bad-1",
                              content_type=p.CONTENT_TYPE)
-        await rabbit.publish(p.JOB_RESPONSE, p.JOB_ERROR, b'{"job_id": 7}', message_id="bad-2",
+        await rabbit.publish(p.JOB_RESPONSE, p.JOB_ERROR, b'{"job_id": true}', message_id="bad-2",
                              content_type=p.CONTENT_TYPE, headers={"workflow_id": "not-a-uuid"})
         await rabbit.publish(p.JOB_RESPONSE, p.JOB_PROGRESSION, b"<xml/>", message_id="bad-3",
                              content_type="text/xml")

@@ -229,7 +229,7 @@ async def test_a_response_held_by_a_backend_that_went_away_comes_again_redeliver
 # --- direct orders -----------------------------------------------------------------------
 
 
-async def test_stops_reach_every_workers_direct_queue(broker: Sides) -> None:
+async def test_a_stop_whose_instance_is_not_known_reaches_every_stepflow_worker(broker: Sides) -> None:
     backend = await broker.backend()
     workers = [await broker.worker([ECHO], direct="contract-1"), await broker.worker([OTHER], direct="contract-2")]
     stop = StopJob(workflow_id=uuid.uuid4(), job_id="job-to-stop")
@@ -237,8 +237,24 @@ async def test_stops_reach_every_workers_direct_queue(broker: Sides) -> None:
     for worker in workers:
         delivery = await asyncio.wait_for(worker.next_direct(), TAKE_S)
         assert delivery.message_id == stop_message(stop).message_id
-        assert p.decode_direct(delivery.body) == p.DirectOrder(type="stop_process", job_id="job-to-stop")
+        assert p.decode_direct(delivery.body) == p.DirectOrder(type="stop_process", job_id="job-to-stop",
+                                                               parameters=[])
         await worker.ack(delivery)
+
+
+async def test_a_stop_goes_to_the_instance_holding_the_job_only(broker: Sides) -> None:
+    backend = await broker.backend()
+    holder = await broker.worker([ECHO], direct="contract-1")
+    other = await broker.worker([ECHO], direct="contract-2")
+    stop = StopJob(workflow_id=uuid.uuid4(), job_id="job-to-stop", wire_id=42, instance_id="contract-1")
+    await backend.publish_stops([stop])
+    delivery = await asyncio.wait_for(holder.next_direct(), TAKE_S)
+    assert p.decode_direct(delivery.body) == p.DirectOrder(type="stop_process", job_id=42, parameters=[])
+    await holder.ack(delivery)
+    late: asyncio.Task[Any] = asyncio.create_task(other.next_direct())
+    done, _ = await asyncio.wait({late}, timeout=QUIET_S)
+    late.cancel()
+    assert not done, "a stop for another instance reached this worker"
 
 
 async def test_a_pause_holds_orders_back_even_from_a_worker_already_waiting_until_resume(broker: Sides) -> None:
