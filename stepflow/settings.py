@@ -200,7 +200,7 @@ def resolve(flags: Mapping[str, Any] | None = None,
     sources: dict[str, Source] = {spec.name: "default" for spec in SPECS}
     origin: dict[str, str] = {}
     for spec in SPECS:
-        variable, text = next(((name, env[name]) for name in spec.variables if env.get(name, "") != ""), ("", ""))
+        variable, text = _variable(spec, env)
         if text != "":
             raw[spec.name], sources[spec.name], origin[spec.name] = _from_env(spec, text), "environment", variable
         given = flags.get(spec.name)
@@ -217,8 +217,7 @@ def resolve(flags: Mapping[str, Any] | None = None,
         problem, _, path = str(error).rpartition(" - at `$.")
         name = re.split(r"[`.\[]", path)[0]
         given = "" if name in SPEC and SPEC[name].secret else f"={raw.get(name)!r}"
-        choices = f" (one of: {', '.join(_CHOICES[name])})" if name in _CHOICES else ""
-        raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}{choices}") from None
+        raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}{_one_of(name)}") from None
     for name, problem in _url_problems(settings):
         raise SettingsError(f"{origin.get(name, name)}={redact_url(getattr(settings, name))!r}: {problem}")
     return settings, sources
@@ -258,6 +257,25 @@ def _amqp_url_problem(url: str) -> str | None:
     except ValueError:
         return "not a port number"
     return None
+
+
+def quorum_queues(environ: Mapping[str, str] | None = None) -> bool:
+    """Cluster mode as the environment sets it: what a broker built without the settings (a
+    library's `AmqpRuntime`, a worker run by its own program) uses, as `stepflow serve` would.
+    `SettingsError` for a value that is neither standalone nor cluster."""
+    variable, text = _variable(SPEC["amqp_server_configuration"], os.environ if environ is None else environ)
+    if text and text not in _CHOICES["amqp_server_configuration"]:
+        raise SettingsError(f"{variable}={text!r}: Invalid enum value {text!r}{_one_of('amqp_server_configuration')}")
+    return text == "cluster"
+
+
+def _variable(spec: Spec, env: Mapping[str, str]) -> tuple[str, str]:
+    """(variable, text) of the first of the spec's variables set and not empty, else ("", "")."""
+    return next(((name, env[name]) for name in spec.variables if env.get(name, "") != ""), ("", ""))
+
+
+def _one_of(name: str) -> str:
+    return f" (one of: {', '.join(_CHOICES[name])})" if name in _CHOICES else ""
 
 
 def named(name: str, source: Source) -> str:
@@ -305,9 +323,11 @@ def redact_url(url: str) -> str:
 
 
 def redact_text(text: str, *urls: str) -> str:
-    """An error's text with these URLs' passwords masked, wherever a driver quoted them."""
-    for url in (one for value in urls for one in (value, *amqp_urls(value))):
-        password = urlparse(url).password
-        if password:
-            text = text.replace(url, redact_url(url)).replace(password, MASK)
+    """An error's text with these URLs' passwords masked, wherever a driver quoted them (each
+    of several broker URLs too; longest first, so no password is left half masked)."""
+    pieces = {one for value in urls for one in (value, *amqp_urls(value)) if urlparse(one).password}
+    for url in sorted(pieces, key=len, reverse=True):
+        text = text.replace(url, redact_url(url))
+    for password in sorted({urlparse(url).password or "" for url in pieces}, key=len, reverse=True):
+        text = text.replace(password, MASK)
     return text

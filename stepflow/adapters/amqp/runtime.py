@@ -26,11 +26,11 @@ class AmqpBrokers:
     """`Brokers` over RabbitMQ: a connection for the backend, one per worker."""
 
     def __init__(self, url: str | None = None, *, prefix: str = "", prefetch: int = 512,
-                 quorum: bool = False) -> None:
+                 quorum: bool | None = None) -> None:
         self.url = url
         self.prefix = prefix
         self.prefetch = prefetch
-        self.quorum = quorum  # cluster mode: quorum queues (`Topology.quorum`)
+        self.quorum = quorum  # cluster mode: quorum queues (`Topology.quorum`); None: the environment's
         self._workers: list[AmqpWorkerBroker] = []
 
     def backend(self) -> AmqpBackendBroker:
@@ -64,10 +64,11 @@ class AmqpRuntime(Runtime):
     """Start with `async with AmqpRuntime(engine, workers, url=..., prefix=...) as runtime:`."""
 
     def __init__(self, engine: WorkflowEngine, workers: Sequence[Worker] = (), *, url: str | None = None,
-                 prefix: str = "", prefetch: int = 512, projections: bool = False, quorum: bool = False,
+                 prefix: str = "", prefetch: int = 512, projections: bool = False, quorum: bool | None = None,
                  **backend_options: Any) -> None:
         """`prefetch`: unacked responses the backend holds; `projections=True` keeps the views here;
-        `quorum=True`: cluster mode, quorum queues (`Topology.quorum`)."""
+        `quorum=True`: cluster mode, quorum queues (`Topology.quorum`; None: as
+        `AMQP_SERVER_CONFIGURATION` or `STEPFLOW_AMQP_SERVER_CONFIGURATION` say)."""
         super().__init__(engine, workers, AmqpBrokers(url, prefix=prefix, prefetch=prefetch, quorum=quorum),
                          read_side=ReadSide(engine) if projections else None, **backend_options)
         self.url = url

@@ -53,8 +53,12 @@ REJECTED_HEADER = "x-stepflow-worker-rejected"  # on a worker's copy in the quar
 
 class AmqpWorkerBroker:
     def __init__(self, url: str | None = None, *, prefix: str = "", connection_name: str | None = None,
-                 quorum: bool = False) -> None:
+                 quorum: bool | None = None) -> None:
         self.url = amqp_url(url)
+        if quorum is None:  # the environment's, as for the URL (stepflow.settings imports this package)
+            from stepflow.settings import quorum_queues
+
+            quorum = quorum_queues()
         self.topology = Topology(prefix, quorum=quorum)
         self.connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
