@@ -77,7 +77,8 @@ def brokers(settings: Settings, *, embedded: bool) -> Brokers:
     """The in-process broker, or RabbitMQ at `settings.amqp_url`."""
     if embedded:
         return InProcessBrokers()
-    return AmqpBrokers(settings.amqp_url, prefix=settings.prefix, prefetch=settings.prefetch)
+    return AmqpBrokers(settings.amqp_url, prefix=settings.prefix, prefetch=settings.prefetch,
+                       quorum=settings.quorum_queues)
 
 
 def build_runtime(settings: Settings, engine: WorkflowEngine, workers: Sequence[Worker] = (), *,

@@ -13,6 +13,18 @@ else `~/.local/share/stepflow`; the default store is `stepflow.sqlite` there, so
 from another directory finds the same workflows instead of a new, empty store beside it.
 URLs are checked too (the broker's here, the store's by the CLI with the persistence module's
 grammar), so a mistyped URL is exit 2 for every command, before anything tries to connect.
+`amqp_url` may name several brokers, a RabbitMQ cluster's nodes: URLs separated by commas or
+whitespace (`amqp_urls` splits them; a comma separates only before the next URL's `amqp://`,
+so a comma in a password stays in its URL); each is checked and each password masked.
+
+`amqp_server_configuration` is named after the mcai worker SDK's `AMQP_SERVER_CONFIGURATION`
+and takes its values (`standalone`, `cluster`: quorum queues), and that variable is read too
+when `STEPFLOW_AMQP_SERVER_CONFIGURATION` is unset: both sides declare the same queues, and
+if they disagree on the queue type RabbitMQ refuses the second declaration (the SDK then
+hangs), so one variable set for a whole deployment is the safest way to keep them alike.
+Unlike the SDK, which takes anything but `cluster` (`quorum` included) for standalone, a
+value that is neither is refused, so a typo does not silently give classic queues. It has
+no flag: the broker's shape is the deployment's, the same for every process.
 
 Secrets (a password in a URL, the HTTP tokens) have no flag, so they never show in `ps`, and
 never leave this module in clear when printed: `repr()` and `redacted()` mask them.
@@ -26,7 +38,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args, get_origin
 from urllib.parse import urlparse
 
 import msgspec
@@ -70,6 +82,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     home: str = msgspec.field(default_factory=lambda: str(data_dir()))
     store: str = msgspec.field(default_factory=default_store)
     amqp_url: str = DEFAULT_AMQP_URL
+    amqp_server_configuration: Literal["standalone", "cluster"] = "standalone"
     prefix: str = ""
     log_format: Literal["console", "json"] = "console"
     log_level: str | None = None  # None: info for serve and worker; one-shot commands: warning, flag only
@@ -88,6 +101,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     ready_max_lag: Annotated[int, msgspec.Meta(ge=0)] = 10000
     notification_hosts: tuple[str, ...] = ()
     actor: str | None = None
+
+    @property
+    def quorum_queues(self) -> bool:
+        """Cluster mode: every durable queue a quorum queue (`Topology.quorum`)."""
+        return self.amqp_server_configuration == "cluster"
 
     def redacted(self) -> Settings:
         """A copy fit to print or log: URL passwords and tokens masked."""
@@ -111,10 +129,16 @@ class Spec:
     flag: str | None = None  # None: environment only
     separator: str | None = None  # a list setting: how its variable separates the items
     secret: Literal["password", "whole"] | None = None  # masked: a URL's password, or all of it
+    fallback: str | None = None  # another program's variable, read when ours is unset
 
     @property
     def env(self) -> str:
         return ENV_PREFIX + self.name.upper()
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The variables it is read from, first one first."""
+        return (self.env, self.fallback) if self.fallback else (self.env,)
 
 
 SPECS: tuple[Spec, ...] = (
@@ -122,7 +146,11 @@ SPECS: tuple[Spec, ...] = (
          "(unset: $XDG_DATA_HOME/stepflow, else ~/.local/share/stepflow)"),
     Spec("store", "event store URL: sqlite:///file.sqlite, postgresql://user@host/db?schema=s, memory://",
          "--store", secret="password"),
-    Spec("amqp_url", "RabbitMQ URL (the path names the vhost)", "--amqp-url", secret="password"),
+    Spec("amqp_url", "RabbitMQ URL (the path names the vhost); a cluster's nodes: several, separated by "
+         "commas or spaces", "--amqp-url", secret="password"),
+    Spec("amqp_server_configuration", "standalone, or cluster: quorum queues, as mcai workers with "
+         "AMQP_SERVER_CONFIGURATION=cluster (read when the STEPFLOW_ variable is unset)",
+         fallback="AMQP_SERVER_CONFIGURATION"),
     Spec("prefix", "prefix of every exchange and queue name, so installations can share a broker",
          "--prefix"),
     Spec("log_format", "console (for people) or json (one object a line)", "--log-format"),
@@ -172,9 +200,9 @@ def resolve(flags: Mapping[str, Any] | None = None,
     sources: dict[str, Source] = {spec.name: "default" for spec in SPECS}
     origin: dict[str, str] = {}
     for spec in SPECS:
-        text = env.get(spec.env, "")
+        variable, text = _variable(spec, env)
         if text != "":
-            raw[spec.name], sources[spec.name], origin[spec.name] = _from_env(spec, text), "environment", spec.env
+            raw[spec.name], sources[spec.name], origin[spec.name] = _from_env(spec, text), "environment", variable
         given = flags.get(spec.name)
         if given is None or given == []:
             continue
@@ -189,20 +217,65 @@ def resolve(flags: Mapping[str, Any] | None = None,
         problem, _, path = str(error).rpartition(" - at `$.")
         name = re.split(r"[`.\[]", path)[0]
         given = "" if name in SPEC and SPEC[name].secret else f"={raw.get(name)!r}"
-        raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}") from None
+        raise SettingsError(f"{origin.get(name, name)}{given}: {problem or error}{_one_of(name)}") from None
     for name, problem in _url_problems(settings):
         raise SettingsError(f"{origin.get(name, name)}={redact_url(getattr(settings, name))!r}: {problem}")
     return settings, sources
+
+
+# The separators of several broker URLs in one setting: whitespace (never part of a URL), or
+# commas before the next URL's scheme (a comma may be part of a password).
+_NEXT_URL = re.compile(r"[\s,]*,[\s,]*(?=[a-z][a-z0-9+.-]*://)|\s+", re.IGNORECASE)
+_SEPARATORS = " \t\r\n,"
+
+
+def amqp_urls(value: str) -> tuple[str, ...]:
+    """The broker URLs in an `amqp_url` setting: one, or a cluster's nodes, in the given order."""
+    return tuple(url for url in _NEXT_URL.split(value.strip(_SEPARATORS)) if url)
 
 
 def _url_problems(settings: Settings) -> list[tuple[str, str]]:
     """The URL settings no server could ever accept, with why: found before any connection.
     (A store URL's grammar is `stepflow.adapters.persistence`'s, which reads these settings:
     the CLI checks it, `stepflow.adapters.cli.options.settings_of`.)"""
-    broker = urlparse(settings.amqp_url)
-    if broker.scheme not in ("amqp", "amqps") or not broker.hostname:
-        return [("amqp_url", "not a RabbitMQ URL (use amqp://USER:PASSWORD@HOST:PORT/VHOST)")]
+    urls = amqp_urls(settings.amqp_url) or ("",)
+    for number, url in enumerate(urls, 1):
+        problem = _amqp_url_problem(url)
+        if problem:
+            where = f"URL {number} of {len(urls)} {redact_url(url)!r}: " if len(urls) > 1 else ""
+            return [("amqp_url", where + problem)]
     return []
+
+
+def _amqp_url_problem(url: str) -> str | None:
+    broker = urlparse(url)
+    if broker.scheme not in ("amqp", "amqps") or not broker.hostname or re.search(r"[\s,]", broker.hostname):
+        return ("not a RabbitMQ URL (use amqp://USER:PASSWORD@HOST:PORT/VHOST; several: each with its "
+                "amqp://, separated by commas or spaces)")
+    try:
+        broker.port  # noqa: B018  raises for a port that is not a number
+    except ValueError:
+        return "not a port number"
+    return None
+
+
+def quorum_queues(environ: Mapping[str, str] | None = None) -> bool:
+    """Cluster mode as the environment sets it: what a broker built without the settings (a
+    library's `AmqpRuntime`, a worker run by its own program) uses, as `stepflow serve` would.
+    `SettingsError` for a value that is neither standalone nor cluster."""
+    variable, text = _variable(SPEC["amqp_server_configuration"], os.environ if environ is None else environ)
+    if text and text not in _CHOICES["amqp_server_configuration"]:
+        raise SettingsError(f"{variable}={text!r}: Invalid enum value {text!r}{_one_of('amqp_server_configuration')}")
+    return text == "cluster"
+
+
+def _variable(spec: Spec, env: Mapping[str, str]) -> tuple[str, str]:
+    """(variable, text) of the first of the spec's variables set and not empty, else ("", "")."""
+    return next(((name, env[name]) for name in spec.variables if env.get(name, "") != ""), ("", ""))
+
+
+def _one_of(name: str) -> str:
+    return f" (one of: {', '.join(_CHOICES[name])})" if name in _CHOICES else ""
 
 
 def named(name: str, source: Source) -> str:
@@ -225,6 +298,7 @@ def _from_env(spec: Spec, text: str) -> Any:
 
 
 _BOOLEANS = {f.name for f in msgspec.structs.fields(Settings) if f.type is bool}
+_CHOICES = {f.name: get_args(f.type) for f in msgspec.structs.fields(Settings) if get_origin(f.type) is Literal}
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 
@@ -242,14 +316,18 @@ def _mask(spec: Spec, value: str) -> str:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password (if any) masked: any URL, store or broker, one rule."""
-    return mask_url(url)
+    """The URL with its password (if any) masked: any URL, store or broker, one rule; each of
+    several broker URLs in one value masked alike, the separators kept."""
+    parts = re.split(f"({_NEXT_URL.pattern})", url, flags=re.IGNORECASE)
+    return "".join(part if index % 2 else mask_url(part) for index, part in enumerate(parts))
 
 
 def redact_text(text: str, *urls: str) -> str:
-    """An error's text with these URLs' passwords masked, wherever a driver quoted them."""
-    for url in urls:
-        password = urlparse(url).password
-        if password:
-            text = text.replace(url, redact_url(url)).replace(password, MASK)
+    """An error's text with these URLs' passwords masked, wherever a driver quoted them (each
+    of several broker URLs too; longest first, so no password is left half masked)."""
+    pieces = {one for value in urls for one in (value, *amqp_urls(value)) if urlparse(one).password}
+    for url in sorted(pieces, key=len, reverse=True):
+        text = text.replace(url, redact_url(url))
+    for password in sorted({urlparse(url).password or "" for url in pieces}, key=len, reverse=True):
+        text = text.replace(password, MASK)
     return text

@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from stepflow import bootstrap
 from stepflow.adapters.cli import build_parser, main
 from stepflow.adapters.cli.config import config_command
 from stepflow.adapters.cli.options import settings_of
@@ -19,9 +20,12 @@ from stepflow.settings import (
     SPECS,
     Settings,
     SettingsError,
+    amqp_urls,
     data_dir,
     default_store,
     load_settings,
+    quorum_queues,
+    redact_text,
     resolve,
 )
 
@@ -32,6 +36,7 @@ SECRET = "s3cret-pw"
 def no_stepflow_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in [n for n in os.environ if n.startswith("STEPFLOW_")]:
         monkeypatch.delenv(name)
+    monkeypatch.delenv("AMQP_SERVER_CONFIGURATION", raising=False)  # the mcai SDK's, read as a fallback
 
 
 def test_every_setting_has_one_spec_and_a_variable_named_after_it() -> None:
@@ -46,6 +51,7 @@ def test_defaults_are_those_the_commands_had() -> None:
     assert (s.batch_size, s.prefetch, s.outbox_poll, s.timeout_check) == (256, 512, 0.5, 1.0)
     assert (s.max_body, s.ready_max_lag, s.http_admin_group) == (MAX_BODY_BYTES, 10000, "admin")
     assert s.projections and not s.http_public_metrics and s.http is None and s.log_level is None
+    assert s.amqp_server_configuration == "standalone" and not s.quorum_queues
 
 
 def test_local_data_has_one_documented_place(tmp_path: Path) -> None:
@@ -88,6 +94,14 @@ def test_lists_come_from_separated_variables_and_definitions_add_up() -> None:
     ({}, {"STEPFLOW_HTTP_PUBLIC_METRICS": "maybe"}, "STEPFLOW_HTTP_PUBLIC_METRICS: expected one of"),
     ({"amqp_url": "nonsense"}, {}, "--amqp-url='nonsense': not a RabbitMQ URL (use amqp://"),
     ({}, {"STEPFLOW_AMQP_URL": "http://u:pw@rabbit/"}, "STEPFLOW_AMQP_URL='http://u:***@rabbit/': not a RabbitMQ URL"),
+    ({"amqp_url": "amqp://a/, http://u:pw@b/"}, {},
+     "--amqp-url='amqp://a/, http://u:***@b/': URL 2 of 2 'http://u:***@b/': not a RabbitMQ URL"),
+    ({"amqp_url": "amqp://u:pw@a, b/"}, {}, "--amqp-url='amqp://u:***@a, b/': URL 1 of 2"),  # b has no scheme
+    ({"amqp_url": "amqp://u:pw@rabbit:56x2/"}, {}, "--amqp-url='amqp://u:***@rabbit:56x2/': not a port number"),
+    ({}, {"AMQP_SERVER_CONFIGURATION": "quorum"},  # the SDK would silently stay classic
+     "AMQP_SERVER_CONFIGURATION='quorum': Invalid enum value 'quorum' (one of: standalone, cluster)"),
+    ({}, {"STEPFLOW_AMQP_SERVER_CONFIGURATION": "Cluster", "AMQP_SERVER_CONFIGURATION": "cluster"},
+     "STEPFLOW_AMQP_SERVER_CONFIGURATION='Cluster': Invalid enum value 'Cluster' (one of: standalone, cluster)"),
 ])
 def test_a_bad_value_names_its_flag_or_variable(flags: dict[str, str], env: dict[str, str], message: str) -> None:
     with pytest.raises(SettingsError) as raised:
@@ -168,3 +182,44 @@ def test_config_command_writes_where_it_is_told() -> None:
     out = io.StringIO()
     assert config_command(args, out) == 0
     assert json.loads(out.getvalue())["store"] == "memory://"
+
+
+def test_cluster_mode_is_read_from_ours_then_from_the_mcai_sdks_variable() -> None:
+    """One variable set for a deployment keeps stepflow and mcai workers declaring alike."""
+    sdk, ours = "AMQP_SERVER_CONFIGURATION", "STEPFLOW_AMQP_SERVER_CONFIGURATION"
+    cases = [({}, "standalone", "default"), ({sdk: "cluster"}, "cluster", "environment"),
+             ({sdk: "cluster", ours: "standalone"}, "standalone", "environment"),
+             ({sdk: "standalone", ours: "cluster"}, "cluster", "environment"),
+             ({sdk: "cluster", ours: ""}, "cluster", "environment")]  # empty: unset, as for every setting
+    for env, mode, source in cases:
+        settings, sources = resolve({}, env)
+        assert (settings.amqp_server_configuration, sources["amqp_server_configuration"]) == (mode, source), env
+        assert settings.quorum_queues == quorum_queues(env) == (mode == "cluster")
+        # ... and it reaches every broker the process builds (the backend's and its workers').
+        brokers = bootstrap.brokers(settings, embedded=False)
+        assert brokers.backend().topology.quorum == settings.quorum_queues
+    with pytest.raises(SettingsError, match="AMQP_SERVER_CONFIGURATION='quorum'"):
+        quorum_queues({sdk: "quorum"})
+
+
+def test_amqp_url_may_name_a_clusters_nodes_each_checked_and_masked() -> None:
+    single = load_settings({}, {"STEPFLOW_AMQP_URL": f"amqp://u:{SECRET}@rabbit:5672/vh"})
+    assert single.amqp_url == f"amqp://u:{SECRET}@rabbit:5672/vh"  # one URL: as it was, untouched
+    assert amqp_urls(single.amqp_url) == (single.amqp_url,)
+    several = f" amqp://u:{SECRET}@r1/vh, amqps://u:{SECRET}1@r2:5671/vh\n amqp://u:p,w@r3/vh,"
+    settings = load_settings({"amqp_url": several}, {})
+    assert amqp_urls(settings.amqp_url) == (f"amqp://u:{SECRET}@r1/vh", f"amqps://u:{SECRET}1@r2:5671/vh",
+                                            "amqp://u:p,w@r3/vh")  # a comma in a password stays there
+    shown = repr(settings)
+    assert SECRET not in shown and "p,w" not in shown and shown.count("u:***@r") == 3, shown
+    error = f"cannot connect to amqps://u:{SECRET}1@r2:5671/vh or r3 (password p,w)"
+    assert redact_text(error, settings.amqp_url) == "cannot connect to amqps://u:***@r2:5671/vh or r3 (password ***)"
+
+
+def test_config_shows_both_variables_of_cluster_mode(capsys: pytest.CaptureFixture[str],
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AMQP_SERVER_CONFIGURATION", "cluster")
+    assert main(["config"]) == 0
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:]}
+    assert rows["amqp_server_configuration"][1:] == [
+        "cluster", "environment", "STEPFLOW_AMQP_SERVER_CONFIGURATION,AMQP_SERVER_CONFIGURATION", "-"]

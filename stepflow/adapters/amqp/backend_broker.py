@@ -43,9 +43,13 @@ log = structlog.get_logger("stepflow.amqp.backend")
 
 class AmqpBackendBroker:
     def __init__(self, url: str | None = None, *, prefix: str = "", prefetch: int = 512,
-                 connection_name: str | None = None) -> None:
+                 connection_name: str | None = None, quorum: bool | None = None) -> None:
         self.url = amqp_url(url)
-        self.topology = Topology(prefix)
+        if quorum is None:  # the environment's, as for the URL (stepflow.settings imports this package)
+            from stepflow.settings import quorum_queues
+
+            quorum = quorum_queues()
+        self.topology = Topology(prefix, quorum=quorum)
         self.prefetch = prefetch
         self.connection_name = connection_name or f"stepflow-backend[{prefix}]"
         self._connection: AbstractRobustConnection | None = None

@@ -25,17 +25,19 @@ READY_TIMEOUT_S = 30.0
 class AmqpBrokers:
     """`Brokers` over RabbitMQ: a connection for the backend, one per worker."""
 
-    def __init__(self, url: str | None = None, *, prefix: str = "", prefetch: int = 512) -> None:
+    def __init__(self, url: str | None = None, *, prefix: str = "", prefetch: int = 512,
+                 quorum: bool | None = None) -> None:
         self.url = url
         self.prefix = prefix
         self.prefetch = prefetch
+        self.quorum = quorum  # cluster mode: quorum queues (`Topology.quorum`); None: the environment's
         self._workers: list[AmqpWorkerBroker] = []
 
     def backend(self) -> AmqpBackendBroker:
-        return AmqpBackendBroker(self.url, prefix=self.prefix, prefetch=self.prefetch)
+        return AmqpBackendBroker(self.url, prefix=self.prefix, prefetch=self.prefetch, quorum=self.quorum)
 
     def worker(self, worker: Worker) -> AmqpWorkerBroker:
-        broker = AmqpWorkerBroker(self.url, prefix=self.prefix,
+        broker = AmqpWorkerBroker(self.url, prefix=self.prefix, quorum=self.quorum,
                                   connection_name=f"stepflow-worker[{self.prefix}]{worker.instance_id}")
         self._workers.append(broker)
         return broker
@@ -62,10 +64,12 @@ class AmqpRuntime(Runtime):
     """Start with `async with AmqpRuntime(engine, workers, url=..., prefix=...) as runtime:`."""
 
     def __init__(self, engine: WorkflowEngine, workers: Sequence[Worker] = (), *, url: str | None = None,
-                 prefix: str = "", prefetch: int = 512, projections: bool = False,
+                 prefix: str = "", prefetch: int = 512, projections: bool = False, quorum: bool | None = None,
                  **backend_options: Any) -> None:
-        """`prefetch`: unacked responses the backend holds; `projections=True` keeps the views here."""
-        super().__init__(engine, workers, AmqpBrokers(url, prefix=prefix, prefetch=prefetch),
+        """`prefetch`: unacked responses the backend holds; `projections=True` keeps the views here;
+        `quorum=True`: cluster mode, quorum queues (`Topology.quorum`; None: as
+        `AMQP_SERVER_CONFIGURATION` or `STEPFLOW_AMQP_SERVER_CONFIGURATION` say)."""
+        super().__init__(engine, workers, AmqpBrokers(url, prefix=prefix, prefetch=prefetch, quorum=quorum),
                          read_side=ReadSide(engine) if projections else None, **backend_options)
         self.url = url
         self.prefix = prefix

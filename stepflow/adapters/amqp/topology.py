@@ -28,6 +28,18 @@ A job queue dead-letters to `job_delayed`, which sends the order back to its que
 that is the SDK's retry of an order it rejects. So nothing of stepflow's may reject an order
 without requeue to get rid of it (it would loop); the worker broker copies such an order to
 the quarantine and acks it instead.
+
+Cluster mode (`Topology(prefix, quorum=True)`, the setting `amqp_server_configuration=cluster`,
+the SDK's `AMQP_SERVER_CONFIGURATION=cluster`, research doc section 2.2): every durable queue is
+declared `x-queue-type=quorum`, so a RabbitMQ cluster that loses a node loses no message, and
+the job queues lose `x-max-priority` (quorum queues refuse it: the broker then ignores message
+priorities), exactly as the SDK does in that mode. Checked on RabbitMQ 3.10.8: quorum queues
+take `x-message-ttl`, the per-message `expiration` of `stepflow_job_submit_delayed` and
+dead-lettering (at most once, the default strategy, as the SDK's), so every queue keeps its
+job; they refuse `x-max-priority`, exclusive, auto-delete and non-durable queues, and global
+QoS on a consuming channel. A queue that exists with the other type cannot be re-declared
+(`inequivalent arg 'x-queue-type'`): switching an installation drains and deletes its queues,
+or moves to a new vhost or prefix.
 """
 
 from __future__ import annotations
@@ -55,6 +67,12 @@ class Declared:
 @dataclass(frozen=True)
 class Topology:
     prefix: str = ""
+    quorum: bool = False  # cluster mode: quorum queues, as the SDK's AMQP_SERVER_CONFIGURATION=cluster
+
+    def arguments(self, arguments: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        """A durable queue's arguments in this mode: as given (standalone; RabbitMQ takes an
+        absent `x-queue-type` for the SDK's explicit `classic`), or with `x-queue-type=quorum`."""
+        return {**(arguments or {}), "x-queue-type": "quorum"} if self.quorum else arguments
 
     def name(self, base: str) -> str:
         return f"{self.prefix}{base}"
@@ -193,21 +211,21 @@ class Topology:
         # The SDK announces itself on job_response (key worker_discovery) and binds nothing.
         await qs[self.name(p.WORKER_DISCOVERY)].bind(ex[self.job_response], routing_key=p.WORKER_DISCOVERY)
         await exchange(self.direct_messaging, ExchangeType.HEADERS, self.direct_messaging_not_found)
-        qs[self.quarantine] = await channel.declare_queue(self.quarantine, durable=True)
+        qs[self.quarantine] = await channel.declare_queue(self.quarantine, durable=True,
+                                                          arguments=self.arguments())
         return Declared(ex, qs)
 
     def worker_queue_arguments(self, key: str) -> dict[str, Any] | None:
         """worker_discovery carries the SDK's dead-letter arguments (it declares that queue);
         the other worker queues are ours and have none."""
         if key != p.WORKER_DISCOVERY:
-            return None
-        return {"x-dead-letter-exchange": self.job_response_delayed,
-                "x-dead-letter-routing-key": self.name(p.WORKER_DISCOVERY)}
+            return self.arguments()
+        return self.arguments({"x-dead-letter-exchange": self.job_response_delayed,
+                               "x-dead-letter-routing-key": self.name(p.WORKER_DISCOVERY)})
 
-    @staticmethod
-    async def _queue(channel: AbstractChannel, name: str, exchange: AbstractExchange, key: str,
+    async def _queue(self, channel: AbstractChannel, name: str, exchange: AbstractExchange, key: str,
                      arguments: dict[str, Any] | None = None) -> AbstractQueue:
-        queue = await channel.declare_queue(name, durable=True, arguments=arguments)
+        queue = await channel.declare_queue(name, durable=True, arguments=self.arguments(arguments))
         await queue.bind(exchange, routing_key=key)
         return queue
 
@@ -219,14 +237,24 @@ class Topology:
         return queue
 
     def job_queue_arguments(self, job_type: str) -> dict[str, Any]:
-        """The SDK's, argument for argument: priorities up to 100, and a rejected order waits
-        5 s in job_delayed, then comes back to this queue (its real name)."""
-        return {"x-max-priority": MAX_PRIORITY, "x-dead-letter-exchange": self.job_delayed,
-                "x-dead-letter-routing-key": self.job_queue(job_type)}
+        """The SDK's, argument for argument: priorities up to 100 (standalone only: quorum
+        queues have none), and a rejected order waits 5 s in job_delayed, then comes back to
+        this queue (its real name)."""
+        delayed = {"x-dead-letter-exchange": self.job_delayed, "x-dead-letter-routing-key": self.job_queue(job_type)}
+        if self.quorum:
+            return {**delayed, "x-queue-type": "quorum"}
+        return {"x-max-priority": MAX_PRIORITY, **delayed}
 
     async def declare_direct_queue(self, channel: AbstractChannel, instance_id: str,
                                    job_types: list[str] | tuple[str, ...]) -> AbstractQueue:
-        """One worker instance's queue: orders for it, for one of its job types, or for all."""
+        """One worker instance's queue: orders for it, for one of its job types, or for all.
+
+        Exclusive and classic in both modes: its name is this instance's, so no one else
+        declares it, and it goes with the connection (the SDK's cluster-mode quorum direct
+        queue outlives a killed worker and piles up broadcasts). In a cluster it lives on the
+        node this connection is on; if that node dies the connection dies with it, the worker
+        reconnects to another node and declares it there again, and orders sent in between
+        are lost (worker-control publishes mandatory and reports that no worker listens)."""
         queue = await channel.declare_queue(self.direct_queue(instance_id), durable=False, auto_delete=True,
                                             exclusive=True)
         await queue.bind(self.direct_messaging, arguments={"x-match": "all", "instance_id": instance_id})

@@ -52,9 +52,14 @@ REJECTED_HEADER = "x-stepflow-worker-rejected"  # on a worker's copy in the quar
 
 
 class AmqpWorkerBroker:
-    def __init__(self, url: str | None = None, *, prefix: str = "", connection_name: str | None = None) -> None:
+    def __init__(self, url: str | None = None, *, prefix: str = "", connection_name: str | None = None,
+                 quorum: bool | None = None) -> None:
         self.url = amqp_url(url)
-        self.topology = Topology(prefix)
+        if quorum is None:  # the environment's, as for the URL (stepflow.settings imports this package)
+            from stepflow.settings import quorum_queues
+
+            quorum = quorum_queues()
+        self.topology = Topology(prefix, quorum=quorum)
         self.connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
@@ -95,8 +100,9 @@ class AmqpWorkerBroker:
     async def consume_orders(self, job_types: Sequence[str], prefetch: int) -> None:
         channel = await self._conn().channel(publisher_confirms=False)
         # global: the prefetch bounds the orders held over all this worker's job types (as the
-        # in-process broker does), not per type.
-        await channel.set_qos(prefetch_count=max(1, prefetch), global_=True)
+        # in-process broker does), not per type. Quorum queues refuse global QoS (NOT_IMPLEMENTED
+        # closes the connection), so in cluster mode it bounds each job type's orders.
+        await channel.set_qos(prefetch_count=max(1, prefetch), global_=not self.topology.quorum)
         for job_type in job_types:
             self._order_queues[job_type] = await self.topology.declare_job_queue(channel, job_type)
         await self._start_orders()

@@ -45,7 +45,7 @@ def config_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
         out.write(msgspec.json.encode(shown).decode() + "\n")
         return EXIT_OK
     header = ("setting", "value", "from", "variable", "flag")
-    rows = [header, *((spec.name, _text(getattr(shown, spec.name)), sources[spec.name], spec.env,
+    rows = [header, *((spec.name, _text(getattr(shown, spec.name)), sources[spec.name], ",".join(spec.variables),
                        spec.flag or "-") for spec in SPECS)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
