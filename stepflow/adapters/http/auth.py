@@ -93,16 +93,30 @@ class TokenAuth:
         """For embedding and tests: {token: (user, groups)}."""
         return cls({_digest(t): Principal(user=u, groups=g, admin=admin_group in g) for t, (u, g) in tokens.items()})
 
-    def authenticate(self, authorization: str | None) -> Principal | None:
-        """The principal of an `Authorization` header; None if missing or unknown."""
+    def authenticate(self, authorization: str | None, *, raw_token: bool = False) -> Principal | None:
+        """The principal of an `Authorization` header; None if missing or unknown.
+
+        `raw_token` also takes the bare token as the whole header (`Authorization: TOKEN`), the
+        way the original Step Flow's worker SDK sends it (`stepflow.adapters.http.step_flow_api`).
+        """
         if not self.enabled:
             return Principal(user=ANONYMOUS, admin=True)
         if not authorization:
             return None
+        if raw_token and (principal := self._tokens.get(_digest(authorization.strip()))) is not None:
+            return principal
         scheme, _, token = authorization.partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return None
         return self._tokens.get(_digest(token.strip()))
+
+    def session(self, user: str, token: str) -> Principal | None:
+        """The principal a sign-in names: `token` is configured and is `user`'s; None otherwise.
+        With authentication off every sign-in is `anonymous`, as every request is then."""
+        if not self.enabled:
+            return Principal(user=ANONYMOUS, admin=True)
+        principal = self._tokens.get(_digest(token.strip())) if token.strip() else None
+        return principal if principal is not None and principal.user == user.strip() else None
 
 
 def is_loopback(host: str) -> bool:

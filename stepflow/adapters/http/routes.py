@@ -14,6 +14,7 @@ from stepflow.adapters.http import api_misc as m
 from stepflow.adapters.http import api_workflows as w
 from stepflow.adapters.http import metrics, rights
 from stepflow.adapters.http import schemas as s
+from stepflow.adapters.http import step_flow_api as sf
 from stepflow.adapters.http.api_stats import TimelineQuery, stats_timeline
 from stepflow.adapters.http.api_stream import stream_workflow
 from stepflow.adapters.http.api_workers import order_worker
@@ -28,6 +29,9 @@ INSTANCE_ID = ("instance_id", {"type": "string", "minLength": 1, "maxLength": 20
 WORKER_ACTION = ("action", {"type": "string", "enum": ["status", "pause", "resume", "stop"]},
                  ("status: ask for a status answer; pause: stop taking orders (stop_consuming_jobs); "
                  "resume: take orders again; stop: finish running jobs and exit (stop_worker)"))
+STEP_FLOW_JOB_ID = ("job_id", {"type": "integer", "minimum": 0, "maximum": 2**64 - 1}, "an original Step Flow job id")
+COMPAT = "compatibility"  # what the original Step Flow's worker SDK calls (step_flow_api)
+RAW_TOKEN = {"error_text": {401: "no or unknown token (`Authorization: TOKEN`, as the SDK sends it, or `Bearer TOKEN`)"}}
 IDENTIFIER = ("identifier", {"type": "string", "minLength": 1, "maxLength": 200}, "a definition identifier")
 
 
@@ -114,6 +118,17 @@ ENDPOINTS: tuple[Endpoint, ...] = (
              "stats", (200, Timeline), query=TimelineQuery, errors=(401, 422)),
     Endpoint("GET", "/api/audit", m.audit_log, "The audit log: every stored event with who and why (admins)",
              "audit", (200, m.AuditPage), query=m.AuditQuery, errors=(401, 403, 422)),
+    Endpoint("POST", "/api/sessions", sf.create_session,
+             "Sign in as the original's worker SDK does: email = a token's user, password = the token",
+             COMPAT, (200, sf.Session), body=sf.SessionRequest, errors=(400, 401, 413, 422), public=True,
+             extra={"error_text": {401: "unknown user or token (logged)"}}),
+    Endpoint("GET", "/api/step_flow", sf.step_flow_info, "The Step Flow API level spoken", COMPAT,
+             (200, sf.StepFlowInfo), extra=RAW_TOKEN),
+    Endpoint("GET", "/api/step_flow/blacklist", sf.blacklist, "Jobs workers must not run: none", COMPAT,
+             (200, sf.Blacklist), extra=RAW_TOKEN),
+    Endpoint("DELETE", "/api/step_flow/blacklist/{job_id}", sf.unblacklist_job,
+             "Take a job off the blacklist: nothing to do, it is empty", COMPAT, (200, sf.Blacklist),
+             path_params=(STEP_FLOW_JOB_ID,), errors=(401, 422), extra=RAW_TOKEN),
     Endpoint("GET", "/metrics", _metrics, "Prometheus metrics", "operations", (200, None),
              media_type="text/plain"),
     Endpoint("GET", "/healthz", healthz, "The process answers", "operations", (200, s.Health), errors=(),
