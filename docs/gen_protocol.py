@@ -71,8 +71,9 @@ def names_block() -> str:
         *[("queue", name, "durable", f"bound to `{name}`: kept for the operator")
           for name in (t.job_response_not_found, t.worker_response_not_found)],
         ("queue", "`direct_messaging_<instance_id>`", "exclusive, auto-delete",
-         (f"bound to `{t.direct_messaging}` three ways (`x-match=all`): `instance_id=<id>`, "
-          "`broadcast=true`, and `job_type=<type>` for each of its types")),
+         (f"stepflow's workers: bound to `{t.direct_messaging}` by `instance_id=<id>`, by `job_type=<type>` "
+          "for each of its types, and by `x-match=any` on `broadcast=\"true\"` (a string, as the original "
+          "SDK binds it) or `stepflow_broadcast=\"true\"` (stepflow's workers only)")),
         ("queue", t.job_submit_delayed, "durable",
          f"stepflow's: `x-dead-letter-exchange={t.job_submit}`; bound to `{t.job_submit_delayed}`"),
         ("queue", t.quarantine, "durable", "stepflow's; no binding: the backend and workers publish to it by name"),

@@ -74,7 +74,7 @@ def _translate(delivery: Delivery, max_body: int) -> cmd.Command | p.WorkerDisco
         if queue == p.JOB_PROGRESSION:
             return _progression(delivery, p.decode_progression(delivery.body))
         if queue in (p.JOB_COMPLETED, p.JOB_ERROR, p.JOB_STOPPED):
-            return _result(delivery, p.decode_result(delivery.body))
+            return _result(delivery, _decode_result(delivery))
         if queue == p.JOB_QUEUE_NOT_FOUND:
             return _unroutable(delivery, p.decode_order(delivery.body))
         if queue in (p.WORKER_DISCOVERY, p.WORKER_CREATED):
@@ -88,11 +88,13 @@ def _translate(delivery: Delivery, max_body: int) -> cmd.Command | p.WorkerDisco
     raise Malformed(f"no handler for queue {queue!r}")
 
 
-def _workflow_id(delivery: Delivery, in_body: str | None) -> UUID:
+def _workflow_id(delivery: Delivery, in_body: str | None, required: bool = True) -> UUID:
     raw: Any = delivery.headers.get("workflow_id") or in_body
     if isinstance(raw, bytes):
         raw = raw.decode("utf-8", "replace")
     if not raw:
+        if not required:
+            return cmd.NO_WORKFLOW
         raise Malformed("no workflow_id header or field")
     try:
         return UUID(str(raw))
@@ -100,30 +102,64 @@ def _workflow_id(delivery: Delivery, in_body: str | None) -> UUID:
         raise Malformed(f"workflow_id {str(raw)[:80]!r} is not a UUID") from None
 
 
+def _job(delivery: Delivery, job_id: p.WireJobId, workflow_in_body: str | None) -> dict[str, Any]:
+    """The fields naming the job. An integer is a wire id: the engine finds the job (and the
+    workflow, when the message does not name it, as the original SDK's never does)."""
+    if isinstance(job_id, int):
+        if not 0 <= job_id <= p.MAX_WIRE_INT:
+            raise Malformed(f"job_id {job_id} is not an unsigned 64-bit integer")
+        return {"workflow_id": _workflow_id(delivery, workflow_in_body, required=False), "job_id": "",
+                "wire_id": job_id}
+    return {"workflow_id": _workflow_id(delivery, workflow_in_body), "job_id": job_id}
+
+
 def _progression(delivery: Delivery, message: p.JobProgression) -> cmd.Command:
     return cmd.RecordProgress(
-        workflow_id=_workflow_id(delivery, message.workflow_id), cause=message_key(delivery),
-        job_id=message.job_id, progression=message.progression, message=message.message,
-        worker=message.docker_container_id,
+        **_job(delivery, message.job_id, message.workflow_id), cause=message_key(delivery),
+        progression=message.progression, message=message.message, worker=message.docker_container_id,
     )
 
 
+# What an answer is, by the key it came on and the status it says (the original SDK answers a
+# stop on job_stopped with status "completed", and a job that set itself stopped on
+# job_completed with status "stopped").
+_ENDINGS = {
+    (p.JOB_COMPLETED, "completed"): "completed", (p.JOB_COMPLETED, "stopped"): "stopped",
+    (p.JOB_ERROR, "error"): "error",
+}
+
+
+class _Unanswerable(msgspec.Struct, frozen=True, kw_only=True):
+    """What the original SDK sends when it cannot read an order or a direct message."""
+
+    message: str
+    status: str = "error"
+
+
+def _decode_result(delivery: Delivery) -> p.JobResult:
+    try:
+        return p.decode_result(delivery.body)
+    except msgspec.ValidationError as error:
+        try:
+            unreadable = msgspec.json.decode(delivery.body, type=_Unanswerable)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            raise error from None
+        raise Malformed(f"a {delivery.queue} without job_id (a worker could not read an order or a direct "
+                        f"message): {unreadable.message[:300]}") from None
+
+
 def _result(delivery: Delivery, result: p.JobResult) -> cmd.Command:
-    expected = {p.JOB_COMPLETED: "completed", p.JOB_ERROR: "error", p.JOB_STOPPED: "stopped"}[delivery.queue]
-    if result.status != expected:
-        raise Malformed(f"status {result.status!r} on the {delivery.queue} queue")
-    base: dict[str, Any] = {
-        "workflow_id": _workflow_id(delivery, result.workflow_id),
-        "cause": message_key(delivery),
-        "job_id": result.job_id,
-    }
-    if result.status == "completed":
+    ending = "stopped" if delivery.queue == p.JOB_STOPPED else _ENDINGS.get((delivery.queue, result.status))
+    if ending is None:
+        raise Malformed(f"status {result.status[:40]!r} on the {delivery.queue} queue")
+    base: dict[str, Any] = {**_job(delivery, result.job_id, result.workflow_id), "cause": message_key(delivery)}
+    if ending == "completed":
         return cmd.RecordCompleted(
             **base, outputs=p.from_parameters(result.parameters),
             destination_paths=tuple(result.destination_paths),
             execution_duration=result.execution_duration, worker=result.instance_id,
         )
-    if result.status == "error":
+    if ending == "error":
         message = result.parameter("message")
         return cmd.RecordError(
             **base, message=str(message) if message is not None else "error without message",
@@ -137,8 +173,7 @@ def _unroutable(delivery: Delivery, order: p.JobOrder) -> cmd.Command:
     if isinstance(job_type, bytes):
         job_type = job_type.decode("utf-8", "replace")
     return cmd.RecordUnroutable(
-        workflow_id=_workflow_id(delivery, order.workflow_id),
+        **_job(delivery, order.job_id, order.workflow_id),
         cause=f"unroutable:{message_key(delivery)}",
-        job_id=order.job_id,
         job_type=str(job_type or getattr(delivery, "routing_key", "") or "unknown"),
     )

@@ -16,7 +16,7 @@ from stepflow.engine.ports import StopJob
 
 def order_message(event: ev.JobSubmitted) -> p.Message:
     order = p.JobOrder(
-        job_id=event.job_id,
+        job_id=event.job_id if event.wire_id is None else event.wire_id,
         parameters=p.to_parameters(event.parameters),
         workflow_id=str(event.originator_id),
         attempt=event.attempt,
@@ -37,11 +37,18 @@ def order_message(event: ev.JobSubmitted) -> p.Message:
 
 
 def stop_message(stop: StopJob) -> p.Message:
-    """`stop_process`, broadcast: the backend does not track which instance holds a job, and a
-    worker not holding it ignores the order."""
+    """`stop_process` to the instance last heard working on the job, by its `instance_id`
+    header alone: the direct queues bind with `x-match=any`, so any other header would reach
+    more workers, and an original SDK worker stops whatever job it runs, whatever the job id.
+    When no instance is known yet (no answer came), it goes to stepflow's own workers only
+    (`stepflow_broadcast`), which stop the job only if they hold it; an original worker that
+    took the job and has not reported yet cannot be reached, and its answer will come late."""
+    body = p.DirectOrder(type="stop_process", job_id=stop.job_id if stop.wire_id is None else stop.wire_id,
+                         parameters=[])
+    target = {"instance_id": stop.instance_id} if stop.instance_id else {"stepflow_broadcast": "true"}
     return p.Message(
         routing_key="",
-        body=p.encoder.encode(p.DirectOrder(type="stop_process", job_id=stop.job_id)),
+        body=p.encoder.encode(body),
         message_id=f"stop:{stop.job_id}",
-        headers={"broadcast": True, "workflow_id": str(stop.workflow_id)},
+        headers={**target, "workflow_id": str(stop.workflow_id)},
     )

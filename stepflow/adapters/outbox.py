@@ -34,22 +34,32 @@ from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.follower import LogFollower
 from stepflow.engine.ports import BackendBroker, StopJob
+from stepflow.engine.state import WorkflowState
 
 OUTBOX = "outbox"
 TOPICS = ("JobSubmitted", "WorkflowStopped", "WorkflowDeleted", "JobTimedOut")
 
 
-def stop_jobs(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut) -> list[StopJob]:
+def stop_jobs(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut,
+              state: WorkflowState | None = None) -> list[StopJob]:
     """The jobs that were running, which workers are told to stop. A timed-out job is
-    stopped too: a worker still at it would hold a prefetch slot to the end."""
+    stopped too: a worker still at it would hold a prefetch slot to the end. `state` (the
+    workflow's) says each job's wire id and the instance last heard working on it."""
     jobs = (event.job_id,) if isinstance(event, ev.JobTimedOut) else event.jobs
-    return [StopJob(workflow_id=event.originator_id, job_id=job_id) for job_id in jobs]
+    stops = []
+    for job_id in jobs:
+        job = state.jobs.get(job_id) if state is not None else None
+        stops.append(StopJob(workflow_id=event.originator_id, job_id=job_id,
+                             wire_id=job.wire_id if job is not None else None,
+                             instance_id=job.worker if job is not None else None))
+    return stops
 
 
 class OutboxReader:
     """The synchronous half (runs in the outbox's thread): read the next events, track progress."""
 
     def __init__(self, engine: WorkflowEngine, batch_size: int = 500) -> None:
+        self.engine = engine
         self.log = LogFollower(engine, OUTBOX, TOPICS, batch_size=batch_size)
 
     @property
@@ -67,7 +77,8 @@ class OutboxReader:
             if isinstance(event, ev.JobSubmitted):
                 orders.append(event)
             elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted, ev.JobTimedOut)):
-                stops.extend(stop_jobs(event))
+                # rare, so the workflow is read from the store, here in the outbox's thread
+                stops.extend(stop_jobs(event, self.engine.workflow_state(event.originator_id)))
         last = items[-1][0] if items else after
         return last, orders, stops
 

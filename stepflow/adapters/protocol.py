@@ -48,16 +48,26 @@ MAX_BODY_BYTES = 1_048_576  # larger inbound bodies go to quarantine undecoded
 
 _T = TypeVar("_T")
 
+# A job on the wire: an unsigned 64-bit integer (the original's, and stepflow's since it gives
+# every job one, see `stepflow.engine.wire`), or the engine's uuid text (orders stored before).
+WireJobId = int | str
+MAX_WIRE_INT = (1 << 64) - 1
+
 class Parameter(msgspec.Struct, frozen=True, kw_only=True):
+    """One named value. The original SDK sends `type` (with `default` and `store`, ignored
+    here) and reads only `type`, which must be there; `kind` is what its Python workers write,
+    accepted on answers and never sent (UNSET is left out of the encoding)."""
+
     id: str
     type: str = "string"
     value: Any = None
+    kind: str | msgspec.UnsetType = msgspec.UNSET
 
 
 class JobOrder(msgspec.Struct, frozen=True, kw_only=True):
     """backend -> worker, on `job_submit` with the job type as routing key."""
 
-    job_id: str
+    job_id: WireJobId
     parameters: list[Parameter]
     type: str = "job"
     workflow_id: str | None = None
@@ -66,9 +76,12 @@ class JobOrder(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobProgression(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """worker -> backend, key `job_progression`."""
+    """worker -> backend, key `job_progression`.
 
-    job_id: str
+    An original SDK worker sends `job_id` (an integer), `progression`, `datetime`,
+    `docker_container_id` (its instance id) and `system_info`, and no workflow id."""
+
+    job_id: WireJobId
     progression: int
     datetime: datetime | None = None
     docker_container_id: str | None = None
@@ -80,10 +93,13 @@ class JobResult(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """worker -> backend, keys `job_completed`, `job_error`, `job_stopped`.
 
     The error text is the parameter `message`; a completed job's parameters become its outputs.
+    The original SDK answers a stop on `job_stopped` with status `completed`, and a job that set
+    its status to stopped on `job_completed` with status `stopped`: the key and the status
+    together say what happened (`stepflow.adapters.inbox`).
     """
 
-    job_id: str
-    status: Literal["completed", "error", "stopped"]
+    job_id: WireJobId
+    status: str
     parameters: list[Parameter] = []
     destination_paths: list[str] = []
     execution_duration: float | None = None
@@ -115,25 +131,42 @@ class WorkerDiscovery(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=T
     activity: Literal["Idle", "Busy", "Suspended", "Terminated"] = "Idle"
 
 
-class WorkerActivity(msgspec.Struct, frozen=True, kw_only=True):
+class WorkerActivity(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The original SDK puts its whole description here, its instance id included."""
+
     activity: str
     system_info: dict[str, Any] = {}
+    instance_id: str | None = None
+
+
+class StatusJob(msgspec.Struct, frozen=True, kw_only=True):
+    """The job a `worker_status` reports (the original sends status `processing` while busy)."""
+
+    job_id: WireJobId
+    status: str = "processing"
 
 
 class WorkerStatus(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """worker -> backend, key `worker_status`: the answer to a `status` order."""
 
     type: str = "status"
-    job: JobResult | None = None
+    job: StatusJob | None = None
     worker: WorkerActivity
     instance_id: str | None = None
 
+    @property
+    def instance(self) -> str | None:
+        return self.instance_id or self.worker.instance_id
+
 
 class DirectOrder(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """backend -> one worker (headers `instance_id`) or all (`broadcast`), on `direct_messaging`."""
+    """backend -> one worker (header `instance_id` alone), all (`broadcast: "true"`, a string)
+    or stepflow's own workers (`stepflow_broadcast: "true"`), on `direct_messaging`. The
+    original SDK needs `parameters` in a `stop_process` (an empty list will do)."""
 
     type: Literal["stop_process", "status", "stop_consuming_jobs", "resume_consuming_jobs", "stop_worker"]
-    job_id: str | None = None
+    job_id: WireJobId | None = None
+    parameters: list[Parameter] | None = None
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True):
@@ -232,3 +265,8 @@ def to_parameters(values: Mapping[str, Any]) -> list[Parameter]:
 
 def from_parameters(parameters: list[Parameter]) -> dict[str, Any]:
     return {p.id: p.value for p in parameters}
+
+
+def job_key(job_id: WireJobId) -> str:
+    """A job id as text, the same for the integer and for its decimal string."""
+    return str(job_id)

@@ -28,9 +28,10 @@ def worker_seen(message: p.WorkerDiscovery | p.WorkerStatus, at: datetime) -> Wo
             direct_queue=message.direct_messaging_queue_name, activity=message.activity,
             terminated=message.activity == "Terminated",
         )
-    if message.instance_id:
-        job = message.job.job_id if message.job is not None else None
-        return WorkerSeen(instance_id=message.instance_id, at=at, activity=message.worker.activity, current_job=job)
+    instance_id = message.instance  # top level (stepflow's SDK) or in `worker` (the original's)
+    if instance_id:
+        job = p.job_key(message.job.job_id) if message.job is not None else None
+        return WorkerSeen(instance_id=instance_id, at=at, activity=message.worker.activity, current_job=job)
     return None
 
 

@@ -18,17 +18,19 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
 
+import msgspec
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, RecordConflictError
 
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
+from stepflow.engine import wire
 from stepflow.engine.mapper import MsgspecMapper
 from stepflow.engine.model import WorkflowDefinition
 from stepflow.engine.snapshots import WorkflowSnapshot
@@ -37,7 +39,9 @@ from stepflow.engine.workflow import Rejected, Workflow, project_workflow
 
 log = structlog.get_logger("stepflow.engine")
 
-CONFLICT_RETRIES = 30  # with a jittered backoff, a few seconds at most before giving up
+CONFLICT_RETRIES = 30
+NUMBER_DRAWS = 20  # a clash needs billions of workflows; twenty in a row means something else is wrong
+NUMBERS_CACHED = 100_000  # workflow number -> id, so a worker's answer costs no index read  # with a jittered backoff, a few seconds at most before giving up
 
 
 def utcnow() -> datetime:
@@ -65,6 +69,10 @@ class WorkflowEngine(Application[UUID]):
     snapshotting_projectors: ClassVar[dict[type[Any], Any]] = {Workflow: project_workflow}
     snapshot_class = WorkflowSnapshot  # type: ignore[assignment]
 
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        super().__init__(env)
+        self._numbers: dict[int, UUID] = {}  # workflow number -> workflow id (`locate`)
+
     def construct_mapper(self) -> Mapper[UUID]:
         return MsgspecMapper(
             transcoder=JSONTranscoder(),
@@ -90,16 +98,27 @@ class WorkflowEngine(Application[UUID]):
         again with the same `workflow_id` and `cause` is a no-op, so a retried request is safe.
         """
         workflow_id = workflow_id or uuid.uuid4()
-        workflow = Workflow.start(
-            workflow_id, definition, parameters or {}, now=utcnow(), labels=labels, actor=actor, cause=cause
-        )
-        try:
-            self.save(workflow)
-        except RecordConflictError:
-            existing = self.load(workflow_id)
-            if cause is not None and cause in existing.state.seen:
-                return workflow_id
-            raise Rejected(f"workflow {workflow_id} already exists") from None
+        for _ in range(NUMBER_DRAWS):
+            number = wire.new_number()
+            workflow = Workflow.start(
+                workflow_id, definition, parameters or {}, now=utcnow(), labels=labels, actor=actor, cause=cause,
+                number=number,
+            )
+            numbered = ev.WorkflowNumbered(originator_id=wire.number_stream_id(number), originator_version=1,
+                                           timestamp=utcnow(), workflow_id=workflow_id)
+            try:
+                self.save(numbered, workflow)
+                break
+            except RecordConflictError:
+                if self.recorder.select_events(numbered.originator_id, limit=1):
+                    continue  # the number is taken: draw another
+                existing = self.load(workflow_id)
+                if cause is not None and cause in existing.state.seen:
+                    return workflow_id
+                raise Rejected(f"workflow {workflow_id} already exists") from None
+        else:
+            raise GaveUp(f"no free workflow number after {NUMBER_DRAWS} draws")
+        self._remember(number, workflow_id)  # its jobs' answers will ask
         log.info("workflow_started", workflow_id=str(workflow_id), definition=definition.identifier)
         return workflow_id
 
@@ -125,6 +144,11 @@ class WorkflowEngine(Application[UUID]):
         raise GaveUp(f"gave up after {CONFLICT_RETRIES} concurrency conflicts")
 
     def _run(self, command: cmd.Command, touched: dict[UUID, Workflow], loaded: dict[UUID, int]) -> cmd.Outcome:
+        if isinstance(command, cmd.JobAnswer) and not command.job_id:
+            found = self._by_wire(command, touched, loaded)
+            if isinstance(found, cmd.Outcome):
+                return found
+            command = found
         workflow = touched.get(command.workflow_id)
         try:
             if workflow is None:
@@ -142,6 +166,51 @@ class WorkflowEngine(Application[UUID]):
         except AggregateNotFoundError:
             return cmd.Outcome(rejected=f"unknown workflow {command.workflow_id}", kind="unknown")
         return cmd.Outcome(ignored=ignored) if ignored else cmd.OK
+
+    def _by_wire(self, command: cmd.JobAnswer, touched: dict[UUID, Workflow],
+                  loaded: dict[UUID, int]) -> cmd.JobAnswer | cmd.Outcome:
+        """The answer with its workflow and job named, found from its wire id; or why not."""
+        unknown = cmd.Outcome(rejected=f"no job has the wire id {command.wire_id}", kind="unknown")
+        if command.wire_id is None:
+            return cmd.Outcome(rejected="an answer that names no job", kind="unknown")
+        workflow_id = command.workflow_id
+        if workflow_id == cmd.NO_WORKFLOW:
+            located = self.locate(wire.number_of(command.wire_id))
+            if located is None:
+                return unknown
+            workflow_id = located
+        workflow = touched.get(workflow_id)
+        if workflow is None:
+            try:
+                workflow = self.load(workflow_id)
+            except AggregateNotFoundError:
+                return unknown
+            touched[workflow_id] = workflow
+            loaded[workflow_id] = workflow.version
+        job_id = workflow.state.wires.get(command.wire_id)
+        if job_id is None:
+            if self.recorder.select_events(workflow_id, gt=loaded[workflow_id], limit=1):
+                raise _Stale  # the job was submitted by another backend: read the store again
+            return unknown
+        return msgspec.structs.replace(command, workflow_id=workflow_id, job_id=job_id)
+
+    def locate(self, number: int) -> UUID | None:
+        """The workflow holding a number, from the index streams (`WorkflowNumbered`), cached."""
+        workflow_id = self._numbers.get(number)
+        if workflow_id is None:
+            records = self.recorder.select_events(wire.number_stream_id(number), limit=1)
+            if not records:
+                return None
+            numbered = self.mapper.to_domain_event(records[0])
+            assert isinstance(numbered, ev.WorkflowNumbered), numbered
+            workflow_id = numbered.workflow_id
+            self._remember(number, workflow_id)
+        return workflow_id
+
+    def _remember(self, number: int, workflow_id: UUID) -> None:
+        if len(self._numbers) >= NUMBERS_CACHED:
+            self._numbers.clear()
+        self._numbers[number] = workflow_id
 
     def record_quarantined(self, messages: Sequence[cmd.Quarantine]) -> list[bool]:
         """Record each quarantined message once; True where this call recorded it.

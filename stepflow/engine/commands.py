@@ -19,36 +19,43 @@ class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     digest: str | None = None  # of the causing message's body (see `Workflow._seen`)
 
 
-class RecordProgress(Command, frozen=True, kw_only=True):
+NO_WORKFLOW = UUID(int=0)  # a worker's answer that named no workflow: the engine finds it by wire id
+
+
+class JobAnswer(Command, frozen=True, kw_only=True):
+    """A worker's answer about one job. A worker of the original SDK names the job only by its
+    integer wire id (`stepflow.engine.wire`): then `job_id` is empty, and `workflow_id` is
+    `NO_WORKFLOW` unless the message said it, and the engine finds both through the store."""
+
     job_id: str
+    wire_id: int | None = None
+
+
+class RecordProgress(JobAnswer, frozen=True, kw_only=True):
     progression: int
     message: str | None = None
     worker: str | None = None
 
 
-class RecordCompleted(Command, frozen=True, kw_only=True):
-    job_id: str
+class RecordCompleted(JobAnswer, frozen=True, kw_only=True):
     outputs: dict[str, Any] = {}
     destination_paths: tuple[str, ...] = ()
     execution_duration: float | None = None
     worker: str | None = None
 
 
-class RecordError(Command, frozen=True, kw_only=True):
-    job_id: str
+class RecordError(JobAnswer, frozen=True, kw_only=True):
     message: str
     kind: str | None = None
     execution_duration: float | None = None
     worker: str | None = None
 
 
-class RecordStopped(Command, frozen=True, kw_only=True):
-    job_id: str
+class RecordStopped(JobAnswer, frozen=True, kw_only=True):
     reason: str = ""
 
 
-class RecordUnroutable(Command, frozen=True, kw_only=True):
-    job_id: str
+class RecordUnroutable(JobAnswer, frozen=True, kw_only=True):
     job_type: str
 
 

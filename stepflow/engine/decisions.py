@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 from stepflow.engine import events as ev
+from stepflow.engine import wire
 from stepflow.engine.failures import step_failure, workflow_failure
 from stepflow.engine.model import StepDefinition
 from stepflow.engine.state import JobState, StepState, WorkflowState
@@ -72,7 +73,15 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
 
 
 def _emitter(state: WorkflowState, now: datetime, out: list[ev.Event]) -> Emit:
+    submitted = 0  # jobs decided in this pass, not yet in `state.jobs`
+
     def emit(cls: type[ev.Event], **fields: Any) -> ev.Event:
+        nonlocal submitted
+        if cls is ev.JobSubmitted:
+            # its place among the workflow's jobs: a function of the state, so a re-decision
+            # after a crash gives the same wire id
+            fields["wire_id"] = wire.wire_id(state.number, len(state.jobs) + submitted)
+            submitted += 1
         event = cls(
             originator_id=state.id,
             originator_version=state.version + len(out) + 1,

@@ -64,10 +64,14 @@ class Outgoing(Protocol):
 
 
 class StopJob(msgspec.Struct, frozen=True, kw_only=True):
-    """A job a worker must stop (its workflow was stopped or deleted, or it timed out)."""
+    """A job a worker must stop (its workflow was stopped or deleted, or it timed out), with
+    its wire id and the instance last heard working on it, when known: an original SDK worker
+    stops whatever it runs when told to, so a stop may only go to the instance that holds it."""
 
     workflow_id: UUID
     job_id: str
+    wire_id: int | None = None
+    instance_id: str | None = None
 
 
 class BackendBroker(Protocol):

@@ -50,6 +50,7 @@ class JobState(msgspec.Struct, kw_only=True):
     error_kind: str | None = None
     worker: str | None = None
     execution_duration: float | None = None
+    wire_id: int | None = None  # its integer id on the wire (`stepflow.engine.wire`)
 
 
 class StepState(msgspec.Struct, kw_only=True):
@@ -76,6 +77,8 @@ class WorkflowState(msgspec.Struct, kw_only=True):
     ended_at: datetime | None = None
     reason: str | None = None
     started_by: str | None = None
+    number: int | None = None  # the workflow's number, for its jobs' wire ids
+    wires: dict[int, str] = {}  # wire id -> job id
 
     def current_jobs(self, step_id: str) -> list[JobState]:
         return [self.jobs[job_id] for job_id in self.steps[step_id].jobs]
@@ -92,6 +95,7 @@ def initial_state(event: ev.WorkflowStarted) -> WorkflowState:
         steps={step_id: StepState(step_id=step_id, order=i) for i, step_id in enumerate(order)},
         started_at=event.timestamp,
         started_by=event.actor,
+        number=event.number,
         seen={event.cause} if event.cause else set(),
     )
 
@@ -135,7 +139,10 @@ def _(event: ev.JobSubmitted, state: WorkflowState) -> None:
         submitted_at=event.timestamp,
         not_before=_after(event.timestamp, event.delay_s),
         last_activity=_after(event.timestamp, event.delay_s),
+        wire_id=event.wire_id,
     )
+    if event.wire_id is not None:
+        state.wires[event.wire_id] = event.job_id
     step = state.steps[event.step_id]
     step.status = "processing"
     if event.index < len(step.jobs):

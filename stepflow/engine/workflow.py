@@ -74,6 +74,7 @@ class Workflow:
         labels: Iterable[str] = (),
         actor: str | None = None,
         cause: str | None = None,
+        number: int | None = None,
     ) -> Workflow:
         started = ev.WorkflowStarted(
             originator_id=workflow_id,
@@ -84,6 +85,7 @@ class Workflow:
             labels=tuple(labels),
             actor=actor,
             cause=cause,
+            number=number,
         )
         workflow = cls(evolve(None, started))
         workflow._pending.append(started)

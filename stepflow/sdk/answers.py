@@ -31,7 +31,7 @@ def result(ctx: JobContext, instance_id: str, status: str, started: float, *,
     if message is not None:
         parameters.append(p.Parameter(id="message", type="string", value=message))
     body = p.JobResult(
-        job_id=ctx.job_id, status=status, parameters=parameters,  # type: ignore[arg-type]
+        job_id=ctx.wire_job_id, status=status, parameters=parameters,
         execution_duration=round(time.monotonic() - started, 6), workflow_id=ctx.workflow_id,
         error_kind=kind, instance_id=instance_id,
     )

@@ -44,7 +44,8 @@ class JobContext:
 
     def __init__(self, worker: WorkerIdentity, broker: WorkerBroker, order: p.JobOrder, job_type: str,
                  workflow_id: str) -> None:
-        self.job_id = order.job_id
+        self.job_id = p.job_key(order.job_id)  # text, whatever the wire carried
+        self.wire_job_id = order.job_id  # as the order said it: answers say it back the same way
         self.attempt = order.attempt
         self.job_type = job_type
         self.workflow_id = workflow_id
@@ -60,7 +61,7 @@ class JobContext:
         """Report progress (0-100). Confirmed by the broker before it returns."""
         self._sent += 1
         body = p.JobProgression(
-            job_id=self.job_id, progression=int(percent), datetime=datetime.now(UTC),
+            job_id=self.wire_job_id, progression=int(percent), datetime=datetime.now(UTC),
             docker_container_id=self._worker.instance_id, message=message, workflow_id=self.workflow_id,
         )
         await self._broker.publish_response(p.Message(

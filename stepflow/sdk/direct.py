@@ -60,7 +60,7 @@ class DirectOrders:
             raise ValueError("body is not bytes or over the size limit")
         order = p.decode_direct(body)
         if order.type == "stop_process" and order.job_id:
-            job = self._jobs.get(order.job_id)
+            job = self._jobs.get(p.job_key(order.job_id))
             if job is not None and job.task is not None and job.cancellable:
                 log.info("job_stop_ordered", job_id=order.job_id)
                 job.task.cancel()

@@ -35,7 +35,11 @@ def read_order(delivery: Delivery) -> tuple[p.JobOrder, str, str]:
     headers = delivery.headers if delivery.headers is not None else {}
     if not isinstance(headers, Mapping):
         raise TypeError(f"headers are {type(headers).__name__}, not a table")
-    _check_id(order.job_id, "job_id")
+    if isinstance(order.job_id, int):
+        if not 0 <= order.job_id <= p.MAX_WIRE_INT:
+            raise ValueError(f"job_id {order.job_id} is not an unsigned 64-bit integer")
+    else:
+        _check_id(order.job_id, "job_id")
     if not 0 <= order.attempt <= MAX_ATTEMPT:
         raise ValueError(f"attempt {order.attempt} is out of range")
     job_type = _header(headers, "job_type") or getattr(delivery, "routing_key", None) or delivery.queue

@@ -143,22 +143,23 @@ class Worker(DirectOrders):
         except Exception as error:  # noqa: BLE001  anything reading it raises: RecursionError, KeyError, ...
             self._chore(self._invalid(broker, delivery, error))
             return
-        job = self._jobs.get(order.job_id)
+        key = p.job_key(order.job_id)
+        job = self._jobs.get(key)
         if job is not None and job.deliveries is not None:
             # Redelivered while it runs here (our channel was lost and came back): one run,
             # and its answer settles this delivery too.
-            log.info("order_redelivered_while_running", job_id=order.job_id)
+            log.info("order_redelivered_while_running", job_id=key)
             job.deliveries.append(delivery)
             return
-        answered = self._answered.get(order.job_id)
+        answered = self._answered.get(key)
         if answered is not None:
-            log.info("order_already_answered", job_id=order.job_id)
-            self._chore(self._answer(broker, [delivery], answered, order.job_id))
+            log.info("order_already_answered", job_id=key)
+            self._chore(self._answer(broker, [delivery], answered, key))
             return
         job = RunningJob(delivery)
-        self._jobs[order.job_id] = job
+        self._jobs[key] = job
         job.task = asyncio.create_task(self._serve(broker, job, order, job_type, workflow_id))
-        job.task.add_done_callback(functools.partial(self._finished, order.job_id, job))
+        job.task.add_done_callback(functools.partial(self._finished, key, job))
 
     def _finished(self, job_id: str, job: RunningJob, task: asyncio.Task[None]) -> None:
         if self._jobs.get(job_id) is job:
@@ -184,7 +185,7 @@ class Worker(DirectOrders):
             response = answers.result(ctx, self.instance_id, "error", started,
                                       message=describe(error, MAX_HANDLER_ERROR_TEXT), kind="worker_error")
         job.cancellable = False
-        await self._answer(broker, job, response, order.job_id)
+        await self._answer(broker, job, response, p.job_key(order.job_id))
         self.completed += 1
 
     async def _run_handler(self, broker: WorkerBroker, job: RunningJob, ctx: JobContext, order: p.JobOrder,

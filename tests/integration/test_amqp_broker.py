@@ -164,7 +164,7 @@ async def test_a_response_delivered_twice_changes_state_once(rabbit: Rabbit) -> 
         assert runtime.backend.stats["messages"] == 2 and runtime.backend.stats["quarantined"] == 0
         assert (await runtime.state(workflow_id)).version == version
     assert state.status == "completed"
-    assert state.jobs[order.job_id].outputs == {"answer": 42}
+    assert state.jobs[state.wires[order.job_id]].outputs == {"answer": 42}  # found by its wire id
     assert event_counts(engine, workflow_id)["JobCompleted"] == 1
     assert (await rabbit.depth(p.JOB_COMPLETED))[0] == 0
 
@@ -282,7 +282,7 @@ async def test_a_worker_answers_an_order_it_already_completed_without_running_it
         await rabbit.wait_depth("count_job", messages=0)
         await rabbit.wait_depth(p.JOB_COMPLETED, messages=0)
         await asyncio.sleep(0.2)
-    assert ran == [submitted.job_id]  # run once, answered twice
+    assert ran == [str(submitted.wire_id)]  # run once, answered twice (the worker knows its wire id)
     assert event_counts(engine, workflow_id)["JobCompleted"] == 1
 
 
@@ -307,13 +307,15 @@ async def test_direct_orders_reach_one_worker_by_instance_job_type_or_broadcast(
         broker = runtime.backend.broker
         await broker.publish_direct(direct("status", instance_id=worker.instance_id))
         await broker.publish_direct(direct("status", job_type="count_job"))
-        await broker.publish_direct(direct("status", broadcast=True))
+        await broker.publish_direct(direct("status", broadcast="true"))  # a string, as the original binds it
+        await broker.publish_direct(direct("status", stepflow_broadcast="true"))  # stepflow's workers only
+        await broker.publish_direct(direct("status", broadcast=True))  # an AMQP boolean matches nobody
         await broker.publish_direct(direct("status", instance_id="someone-else"))
         deadline = time.monotonic() + 10
-        while len(statuses) < 3 and time.monotonic() < deadline:
+        while len(statuses) < 4 and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         await asyncio.sleep(0.2)
-        assert len(statuses) == 3 and statuses[0].instance_id == worker.instance_id
+        assert len(statuses) == 4 and statuses[0].instance_id == worker.instance_id
         assert statuses[0].worker.activity == "Idle"
 
         await broker.publish_direct(direct("stop_consuming_jobs", instance_id=worker.instance_id))

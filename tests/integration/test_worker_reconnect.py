@@ -148,7 +148,7 @@ def test_a_worker_gets_every_direct_binding_back_after_its_connection_is_closed(
     publish_order(rabbit, "slow_other", job_b, hold=str(hold), journal=str(journal))
     wait_until(lambda: [line for line in journal_lines(journal) if line[:2] == ["start", job_b]], 20,
                "job b to start", context=procs.logs)
-    publish_direct(rabbit, "stop_process", job_b, broadcast=True)
+    publish_direct(rabbit, "stop_process", job_b, broadcast="true")
     wait_until(lambda: f"{job_b}:stopped" in stopped.ids(), 20, "job b's job_stopped", context=procs.logs)
 
     statuses = Answers(rabbit, p.WORKER_STATUS)

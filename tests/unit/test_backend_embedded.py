@@ -124,7 +124,12 @@ async def test_a_response_delivered_twice_changes_state_once() -> None:
     ("body", "headers", "content_type", "reason"),
     [
         (b"{not json", {"workflow_id": "w"}, p.CONTENT_TYPE, "invalid job_completed message"),
-        (b'{"job_id": 5, "status": "completed"}', {}, p.CONTENT_TYPE, "Expected `str`, got `int`"),
+        (b'{"job_id": 5, "status": "completed"}', {}, p.CONTENT_TYPE, "no job has the wire id 5"),
+        (b'{"job_id": -1, "status": "completed"}', {}, p.CONTENT_TYPE, "not an unsigned 64-bit integer"),
+        (b'{"job_id": true, "status": "completed"}', {}, p.CONTENT_TYPE, "Expected `int | str`, got `bool`"),
+        # what the original SDK answers to an order it cannot read
+        (b'{"message": "missing field `type` at line 1 column 118", "status": "error"}', {}, p.CONTENT_TYPE,
+         "without job_id (a worker could not read an order or a direct message): missing field `type`"),
         (b'{"job_id": "j", "status": "completed"}', {}, p.CONTENT_TYPE, "no workflow_id"),
         (b'{"job_id": "j", "status": "completed"}', {"workflow_id": "nope"}, p.CONTENT_TYPE, "not a UUID"),
         (b'{"job_id": "j", "status": "completed"}', {"workflow_id": str(uuid.uuid4())}, p.CONTENT_TYPE,

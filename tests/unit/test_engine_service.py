@@ -37,11 +37,13 @@ def test_start_workflow_stores_the_start_and_the_first_jobs(memory_engine: Workf
     assert (state.status, state.parameters, state.labels, state.started_by) == (
         "running", {"source": "in.mov", "height": 720}, ("demo",), "alice",
     )
-    assert memory_engine.max_notification_id() == 2
+    # the start, its first job, and the workflow's number (the index of its jobs' wire ids)
+    assert memory_engine.max_notification_id() == 3
     notified = memory_engine.notifications(0, 10)
-    assert [n for n, _ in notified] == [1, 2]
+    assert [n for n, _ in notified] == [1, 2, 3]
+    assert [type(e).__name__ for _, e in notified] == ["WorkflowNumbered", "WorkflowStarted", "JobSubmitted"]
     assert [type(e).__name__ for _, e in memory_engine.notifications(0, 10, topics=["JobSubmitted"])] == ["JobSubmitted"]
-    assert memory_engine.notifications(2, 10) == []
+    assert memory_engine.notifications(3, 10) == []
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,7 @@ def test_no_stored_shape_changed_without_a_new_version() -> None:
 def test_every_stored_type_is_in_the_record() -> None:
     names = {tag.split(".v")[0] for tag in msgspec.json.decode(RECORD.read_bytes())}
     assert {"JobCompleted", "WorkflowStarted", "MessageQuarantined", "WorkflowSnapshot"} <= names
-    assert len(names) == len(STORED) == 26  # 25 + WorkerOrdered
+    assert len(names) == len(STORED) == 27  # 25 + WorkerOrdered + WorkflowNumbered
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ NAMES = (
     "JobUnroutable", "LateAnswerReceived", "MessageQuarantined", "MessageSuspected",
     "QUARANTINE_NAMESPACE", "REFUSAL_NAMESPACE", "STORED_EVENTS", "SUSPECT_NAMESPACE",
     "StepCompleted", "StepFailed", "StepSkipped", "SuspicionCleared", "WORKER_ORDER_NAMESPACE",
-    "WorkerOrdered", "WorkflowCompleted", "WorkflowDeleted", "WorkflowEvent", "WorkflowFailed",
+    "WorkerOrdered", "WorkflowCompleted", "WorkflowDeleted", "WorkflowEvent", "WorkflowFailed", "WorkflowNumbered",
     "WorkflowPaused", "WorkflowResumed", "WorkflowStarted", "WorkflowStopped", "codec", "decode",
     "encode", "quarantine_stream_id", "refusal_stream_id", "suspect_stream_id",
     "worker_order_stream_id",

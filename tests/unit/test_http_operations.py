@@ -96,7 +96,7 @@ def test_readyz_waits_for_views_within_the_bound(memory_engine: WorkflowEngine, 
         app.state.services.store.wait = lambda *a, **k: True  # do not wait for the views after the start
         c.post("/api/workflows", json={"definition": "media-pipeline"})
         behind = c.get("/readyz")
-        assert behind.status_code == 503 and behind.json()["checks"]["projections"] == "2 events behind (bound 1)"
+        assert behind.status_code == 503 and behind.json()["checks"]["projections"] == "3 events behind (bound 1)"
         app.state.settings = msgspec.structs.replace(app.state.settings, ready_max_lag=5)
         assert c.get("/readyz").status_code == 200
     runner.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
+from uuid import UUID
 
 import httpx
 import pytest
@@ -133,7 +134,8 @@ async def test_a_paused_embedded_worker_takes_no_order_until_resumed(
     assert (await http.post("/api/workers/holder-1/resume", headers=as_(OPS))).status_code == 202
     await eventually(lambda: gate.started, what="the resumed worker to take the order")
     jobs = (await http.get(f"/api/workflows/{wid}", headers=as_(OPS))).json()["jobs"]
-    assert gate.started == [jobs[0]["job_id"]]
+    job = runtime.engine.workflow_state(UUID(wid)).jobs[jobs[0]["job_id"]]
+    assert gate.started == [str(job.wire_id)]  # a worker knows the job by its wire id
 
 
 async def _running(http: httpx.AsyncClient) -> dict[str, Any] | None:

@@ -42,7 +42,8 @@ def test_order_message_matches_the_step_flow_shape() -> None:
 
     message = order_message(submitted)
     body = msgspec.json.decode(message.body)
-    assert body["job_id"] == submitted.job_id and body["type"] == "job"
+    # the original's integer job id; the engine's own id stays the message id
+    assert isinstance(submitted.wire_id, int) and body["job_id"] == submitted.wire_id and body["type"] == "job"
     assert {"id": "x", "type": "integer", "value": 3} in body["parameters"]
     assert {"id": "names", "type": "array_of_strings", "value": ["a", "b"]} in body["parameters"]
     assert message.message_id == submitted.job_id and message.routing_key == "echo"
@@ -61,12 +62,28 @@ def test_order_message_carries_priority_delay_and_timeout_from_the_event() -> No
     assert p.decode_order(message.body).timeout_s == 7.0
 
 
-def test_stop_message_is_a_broadcast_stop_process() -> None:
+def test_an_order_stored_before_wire_ids_goes_out_with_the_engine_job_id() -> None:
+    engine = memory_engine()
+    workflow_id = engine.start_workflow(one_step())
+    submitted = next(e for e in engine.history(workflow_id) if isinstance(e, ev.JobSubmitted))
+    old = msgspec.structs.replace(submitted, wire_id=None)
+    assert msgspec.json.decode(order_message(old).body)["job_id"] == submitted.job_id
+
+
+def test_a_stop_goes_to_the_instance_holding_the_job_alone_in_the_original_shape() -> None:
+    workflow_id = uuid.uuid4()
+    message = stop_message(StopJob(workflow_id=workflow_id, job_id="j-1", wire_id=77, instance_id="i-9"))
+    assert msgspec.json.decode(message.body) == {"type": "stop_process", "job_id": 77, "parameters": []}
+    assert message.message_id == "stop:j-1"
+    # x-match=any: one more matching header would reach other workers, which stop whatever they run
+    assert message.headers == {"instance_id": "i-9", "workflow_id": str(workflow_id)}
+
+
+def test_a_stop_for_a_job_no_instance_reported_goes_to_stepflow_workers_only() -> None:
     workflow_id = uuid.uuid4()
     message = stop_message(StopJob(workflow_id=workflow_id, job_id="j-1"))
-    assert p.decode_direct(message.body) == p.DirectOrder(type="stop_process", job_id="j-1")
-    assert message.message_id == "stop:j-1"
-    assert message.headers == {"broadcast": True, "workflow_id": str(workflow_id)}
+    assert p.decode_direct(message.body) == p.DirectOrder(type="stop_process", job_id="j-1", parameters=[])
+    assert message.headers == {"stepflow_broadcast": "true", "workflow_id": str(workflow_id)}
 
 
 def test_the_outbox_reads_stored_orders_and_the_jobs_a_stop_ends() -> None:
@@ -78,7 +95,7 @@ def test_the_outbox_reads_stored_orders_and_the_jobs_a_stop_ends() -> None:
     last, orders, stops = OutboxReader(engine).next_batch()
     assert last == engine.max_notification_id()
     assert all(isinstance(o, ev.JobSubmitted) for o in orders) and len(orders) == 2
-    assert stops == [StopJob(workflow_id=workflow_id, job_id=o.job_id) for o in orders]
+    assert stops == [StopJob(workflow_id=workflow_id, job_id=o.job_id, wire_id=o.wire_id) for o in orders]
 
 
 class Recorded:

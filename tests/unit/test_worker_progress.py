@@ -102,7 +102,7 @@ async def test_a_restarted_worker_reports_progress_under_new_ids_and_it_is_recor
     assert _progressions(engine, workflow_id) == [10, 10, 60]
     assert first.run_token != second.run_token
     progressed = [e for e in engine.history(workflow_id) if isinstance(e, ev.JobProgressed)]
-    job_id = progressed[0].job_id
+    job_id = engine.workflow_state(workflow_id).jobs[progressed[0].job_id].wire_id  # as the worker knows it
     assert [e.cause for e in progressed] == [
         f"{job_id}:progression:1:{first.run_token}:1",
         f"{job_id}:progression:1:{second.run_token}:1",

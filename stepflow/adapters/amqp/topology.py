@@ -230,7 +230,10 @@ class Topology:
         queue = await channel.declare_queue(self.direct_queue(instance_id), durable=False, auto_delete=True,
                                             exclusive=True)
         await queue.bind(self.direct_messaging, arguments={"x-match": "all", "instance_id": instance_id})
-        await queue.bind(self.direct_messaging, arguments={"x-match": "all", "broadcast": True})
+        # as the original SDK binds it (the string "true"), and stepflow's own broadcast, which
+        # reaches stepflow's workers only (a stop whose instance is not known yet)
+        await queue.bind(self.direct_messaging, arguments={"x-match": "any", "broadcast": "true",
+                                                           "stepflow_broadcast": "true"})
         for job_type in job_types:
             await queue.bind(self.direct_messaging, arguments={"x-match": "all", "job_type": job_type})
         return queue

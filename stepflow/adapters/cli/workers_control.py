@@ -112,7 +112,7 @@ async def send(url: str, prefix: str, instance_id: str, action: str, wait_s: flo
             async def on_reply(message: Any) -> None:
                 with contextlib.suppress(Exception):
                     status = p.decode_status(message.body)
-                    if status.instance_id == instance_id:
+                    if status.instance == instance_id:
                         answers.put_nowait(status)
 
             await replies.consume(on_reply, no_ack=True)

@@ -210,7 +210,8 @@ class MemoryBackendBroker:
         headers = message.headers
         for queue, (instance_id, job_types) in list(self.broker.direct.items()):
             if (
-                headers.get("broadcast")
+                headers.get("broadcast") == "true"
+                or headers.get("stepflow_broadcast") == "true"
                 or headers.get("instance_id") == instance_id
                 or headers.get("job_type") in job_types
             ):

@@ -57,6 +57,7 @@ from stepflow.engine.events.records import (
     MessageSuspected,
     SuspicionCleared,
     WorkerOrdered,
+    WorkflowNumbered,
     quarantine_stream_id,
     refusal_stream_id,
     suspect_stream_id,
@@ -99,7 +100,7 @@ DECISIONS: tuple[type[Event], ...] = (
 # Every event type the store holds, workflow streams or not: one codec reads them all.
 STORED_EVENTS: tuple[type[Event], ...] = (
     *get_args(WorkflowEvent), MessageQuarantined, MessageSuspected, SuspicionCleared, ActionRefused,
-    WorkerOrdered,
+    WorkerOrdered, WorkflowNumbered,
 )
 codec = VersionedCodec(STORED_EVENTS)
 
@@ -143,6 +144,7 @@ __all__ = [
     "WorkflowDeleted",
     "WorkflowEvent",
     "WorkflowFailed",
+    "WorkflowNumbered",
     "WorkflowPaused",
     "WorkflowResumed",
     "WorkflowStarted",

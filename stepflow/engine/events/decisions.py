@@ -25,6 +25,7 @@ class JobSubmitted(Event, frozen=True, kw_only=True):
     delay_s: float = 0.0
     timeout_s: float | None = None
     mode: str = "job"  # "notification": the backend makes the HTTP call in `parameters` itself
+    wire_id: int | None = None  # the integer job id on the wire (`stepflow.engine.wire`)
 
 
 class JobRetryScheduled(Event, frozen=True, kw_only=True):

@@ -19,6 +19,7 @@ class WorkflowStarted(Event, frozen=True, kw_only=True):
     definition: WorkflowDefinition
     parameters: dict[str, Any]
     labels: tuple[str, ...] = ()
+    number: int | None = None  # for the jobs' wire ids (`stepflow.engine.wire`); None before they existed
 
 
 class JobProgressed(Event, frozen=True, kw_only=True):

@@ -89,6 +89,14 @@ def refusal_stream_id(key: str) -> UUID:
     return uuid5(REFUSAL_NAMESPACE, key)
 
 
+class WorkflowNumbered(Event, frozen=True, kw_only=True):
+    """A workflow number taken (see `stepflow.engine.wire`): the index from an integer job id
+    on the wire back to its workflow. Its own one-event stream (`wire.number_stream_id`),
+    saved with the `WorkflowStarted`, so two workflows can never hold the same number."""
+
+    workflow_id: UUID
+
+
 class WorkerOrdered(Event, frozen=True, kw_only=True):
     """An operator sent a worker a direct order (`stepflow worker-control`, the HTTP API or
     the web view), kept for the audit log and for the workers view (a paused worker shows as
