@@ -201,6 +201,8 @@ class Stack:
 
 
 async def _bind_spies(channel: aio_pika.abc.AbstractChannel) -> None:
+    """Copies of every order, answer and direct order. (The order spy takes every routing key,
+    so no order of this vhost is unroutable: a test of JobUnroutable cannot use this stack.)"""
     for name, exchange, key, arguments in (("spy_orders", "job_submit", "#", None),
                                            ("spy_responses", "job_response", "#", None),
                                            ("spy_direct", "direct_messaging", "", {"x-match": "all"})):
@@ -333,8 +335,12 @@ def test_d_a_stop_reaches_only_the_instance_running_the_job(stack: Stack) -> Non
     other = [j for j in stack.view(other_id)["jobs"] if j["step_id"] == "shout"]
     assert [j["status"] for j in other] == ["processing"], other  # the other worker's job runs on
     ended = stack.wait_final(other_id)
-    assert ended["workflow"]["status"] == "completed", json.dumps(ended["jobs"], indent=1) + stack.logs()
+    direct = [(d.headers, d.body) for d in stack.direct.seen()]
+    assert ended["workflow"]["status"] == "completed", (
+        f"{json.dumps(ended['jobs'], indent=1)}\ndirect orders: {direct}\n{stack.logs()}")
     assert [r.body["job_id"] for r in answered_stopped()] == [stopped_job]
+    assert [d for d in stack.direct.seen() if isinstance(d.body, dict) and d.body.get("type") == "stop_process"
+            ] == stops  # and no second stop
     assert other_job not in {r.body.get("job_id") for r in stack.responses.seen() if r.routing_key == "job_stopped"}
 
 
