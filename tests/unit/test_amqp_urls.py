@@ -23,8 +23,9 @@ def test_one_url_is_one_node() -> None:
     assert urls("amqp://guest:guest@127.0.0.1:5672/") == ["amqp://guest:guest@127.0.0.1:5672/"]
 
 
-def test_an_encoded_comma_in_a_password_does_not_split() -> None:
-    assert urls("amqp://u:a%2Cb@h1/,amqp://u:a%2Cb@h2/") == ["amqp://u:a%2Cb@h1/", "amqp://u:a%2Cb@h2/"]
+def test_a_comma_splits_only_before_the_next_urls_scheme() -> None:
+    assert urls("amqp://u:a,b@h1/,amqp://u:a%2Cb@h2/") == ["amqp://u:a,b@h1/", "amqp://u:a%2Cb@h2/"]
+    assert mask_url("amqp://u:a,b@h1/") == "amqp://u:***@h1/"
 
 
 @pytest.mark.parametrize("setting", ["", " , ", "\n"])

@@ -3,7 +3,7 @@
 - `connect`: a robust connection (aio-pika reconnects and re-declares what was declared
   on it, consumers included), named so `rabbitmqctl list_connections` shows who is who.
   The URL setting may name several nodes of one RabbitMQ cluster (`urls`: separated by
-  commas or whitespace): the connection goes to the first node that answers, and every
+  whitespace, or commas before the next URL's scheme): the connection goes to the first node that answers, and every
   reconnection tries the next node, round robin (`ClusterConnection`), so a client whose
   node stopped carries on with a surviving one. aio-pika's `connect_robust` takes one URL.
 - `AmqpDelivery`: an inbound message as the ports see it. It remembers the channel it came
@@ -111,13 +111,15 @@ def amqp_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("STEPFLOW_AMQP_URL") or DEFAULT_URL
 
 
-_SEPARATORS = re.compile(r"[\s,]+")
+# Between two node URLs: whitespace (never part of a URL), or a comma before the next URL's
+# scheme (a comma may be part of a password). The same rule as `stepflow.settings.amqp_urls`.
+_NEXT_URL = re.compile(r"[\s,]*,[\s,]*(?=[a-z][a-z0-9+.-]*://)|\s+", re.IGNORECASE)
 
 
 def urls(amqp_url: str) -> list[str]:
-    """The node URLs of the `amqp_url` setting: one URL, or several nodes of one cluster
-    separated by commas or whitespace (a comma inside a password must be written %2C)."""
-    found = [url for url in _SEPARATORS.split(amqp_url.strip()) if url]
+    """The node URLs of the `amqp_url` setting: one URL, or several nodes of one cluster,
+    separated by whitespace or by commas (each URL with its scheme), in the given order."""
+    found = [url for url in _NEXT_URL.split(amqp_url.strip(" \t\r\n,")) if url]
     if not found:
         raise ValueError("no RabbitMQ URL given")
     return found
@@ -125,9 +127,8 @@ def urls(amqp_url: str) -> list[str]:
 
 def mask_url(url: str) -> str:
     """The URL (or each of several) with its password replaced, fit for a log line or an error message."""
-    if _SEPARATORS.search(url.strip()):
-        return ",".join(_mask_one(one) for one in urls(url))
-    return _mask_one(url)
+    nodes = urls(url) if url.strip(" \t\r\n,") else [url]
+    return ",".join(_mask_one(one) for one in nodes)
 
 
 def _mask_one(url: str) -> str:
