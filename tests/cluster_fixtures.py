@@ -21,7 +21,7 @@ Torn down even when the test fails: each node is stopped (`rabbitmqctl stop`), a
 left of it (the launching shell, beam, erl_child_setup: one process group per node, started
 in its own session) is killed by that group's id; then the directory is removed.
 
-Start-up takes about 10-20 s on two cores (measured and printed as `cluster start`).
+Start-up takes 13-22 s on two cores (measured: `Cluster.start_s`, printed by the cluster test).
 """
 
 from __future__ import annotations
