@@ -186,6 +186,33 @@ class Cluster:
         self.ctl(node, "start_app")
         self.ctl(node, "await_startup", "--timeout", str(CTL_TIMEOUT_S))
 
+    def kill(self, node: Node) -> None:
+        """A crash: SIGKILL to the node's Erlang VM (its pid file's), nothing runs on the way
+        out; the kernel drops its clients' TCP connections. Returns once the node is gone."""
+        assert node.proc is not None
+        os.kill(int((node.base / "beam.pid").read_text().strip()), signal.SIGKILL)
+        node.proc.wait(60)  # the launching shell waits for beam, then exits
+        (node.base / "beam.pid").unlink(missing_ok=True)
+
+    def running(self, node: Node) -> bool:
+        """Its VM is up and its app runs."""
+        if node.proc is None or node.proc.poll() is not None:
+            return False
+        status = subprocess.run([str(BIN / "rabbitmqctl"), "-n", node.name, "await_startup", "--timeout", "1"],
+                                check=False, env=self.env(), capture_output=True, timeout=60, cwd=self.base)
+        return status.returncode == 0
+
+    def revive(self, node: Node) -> None:
+        """The node back in the cluster, whether its app was stopped or its VM killed (it
+        rejoins by itself: its data directory knows the cluster)."""
+        if node.proc is not None and node.proc.poll() is not None:
+            self.launch(node)
+            self.await_up(node)
+        else:
+            self.start_app(node)
+        self.ctl(self.nodes[0] if node is not self.nodes[0] else self.nodes[-1], "await_online_nodes",
+                 str(len(self.nodes)), "--timeout", str(CTL_TIMEOUT_S))
+
     def close(self) -> None:
         for node in self.nodes:
             if node.proc is None:
