@@ -152,7 +152,7 @@ class ClusterConnection(RobustConnection):
         self.node_urls = [URL(url) for url in node_urls]
         self.node = start % len(self.node_urls)
         super().__init__(self.node_urls[self.node], **kwargs)
-        self.name = str((kwargs.get("client_properties") or {}).get("connection_name", ""))
+        self.connection_name = str((kwargs.get("client_properties") or {}).get("connection_name", ""))
         self.reconnections = 0
         self.failed_attempts = 0
         self._lost_at: float | None = None
@@ -164,22 +164,24 @@ class ClusterConnection(RobustConnection):
     async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
         if not (self.close_called or self.is_closed):
             failed = mask_url(str(self))
-            if self._lost_at is None and self.connection_attempt:
-                self._lost_at = time.monotonic()
-                log.warning("amqp_connection_lost", url=failed, connection=self.name,
-                            error=_closing_error(closing))
-            elif self.connection_attempt:
-                self.failed_attempts += 1
             self._next_node()
-            if self.connection_attempt:
-                log.info("amqp_reconnecting", failed=failed, next=mask_url(str(self)), connection=self.name)
+            if not self.connection_attempt:
+                pass  # the first connection failed: `connect` tries the next node itself
+            elif self._lost_at is None:
+                self._lost_at = time.monotonic()
+                log.warning("amqp_connection_lost", url=failed, connection=self.connection_name,
+                            error=_closing_error(closing), next=mask_url(str(self)))
+            else:  # aio-pika logs the failed attempt itself
+                self.failed_attempts += 1
+                log.debug("amqp_reconnecting", failed=failed, next=mask_url(str(self)),
+                          connection=self.connection_name)
         await super()._on_connection_close(closing)
 
     async def _on_connected(self) -> None:
         await super()._on_connected()
         if self._lost_at is not None:
             self.reconnections += 1
-            log.warning("amqp_reconnected", url=mask_url(str(self)), connection=self.name,
+            log.warning("amqp_reconnected", url=mask_url(str(self)), connection=self.connection_name,
                         down_s=round(time.monotonic() - self._lost_at, 3), reconnections=self.reconnections)
             self._lost_at = None
 
