@@ -2,6 +2,10 @@
 
 - `connect`: a robust connection (aio-pika reconnects and re-declares what was declared
   on it, consumers included), named so `rabbitmqctl list_connections` shows who is who.
+  The URL setting may name several nodes of one RabbitMQ cluster (`urls`: separated by
+  whitespace, or commas before the next URL's scheme): the connection goes to the first node that answers, and every
+  reconnection tries the next node, round robin (`ClusterConnection`), so a client whose
+  node stopped carries on with a surviving one. aio-pika's `connect_robust` takes one URL.
 - `AmqpDelivery`: an inbound message as the ports see it. It remembers the channel it came
   on: a delivery tag is only valid on that channel, so after a reconnection an old delivery
   is never acked on the new channel (RabbitMQ would close it for an unknown tag); the broker
@@ -21,8 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import struct
-from collections.abc import Mapping
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlparse
@@ -30,7 +36,14 @@ from urllib.parse import urlparse
 import aio_pika
 import aiormq
 import structlog
-from aio_pika.abc import AbstractExchange, AbstractIncomingMessage, AbstractRobustConnection
+from aio_pika.abc import (
+    AbstractConnection,
+    AbstractExchange,
+    AbstractIncomingMessage,
+    AbstractRobustConnection,
+)
+from aio_pika.robust_connection import RobustConnection
+from yarl import URL
 
 log = structlog.get_logger("stepflow.amqp")
 
@@ -98,23 +111,122 @@ def amqp_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("STEPFLOW_AMQP_URL") or DEFAULT_URL
 
 
+# Between two node URLs: whitespace (never part of a URL), or a comma before the next URL's
+# scheme (a comma may be part of a password). The same rule as `stepflow.settings.amqp_urls`.
+_NEXT_URL = re.compile(r"[\s,]*,[\s,]*(?=[a-z][a-z0-9+.-]*://)|\s+", re.IGNORECASE)
+
+
+def urls(amqp_url: str) -> list[str]:
+    """The node URLs of the `amqp_url` setting: one URL, or several nodes of one cluster,
+    separated by whitespace or by commas (each URL with its scheme), in the given order."""
+    found = [url for url in _NEXT_URL.split(amqp_url.strip(" \t\r\n,")) if url]
+    if not found:
+        raise ValueError("no RabbitMQ URL given")
+    return found
+
+
 def mask_url(url: str) -> str:
-    """The URL with its password replaced, fit for a log line or an error message."""
+    """The URL (or each of several) with its password replaced, fit for a log line or an error message."""
+    nodes = urls(url) if url.strip(" \t\r\n,") else [url]
+    return ",".join(_mask_one(one) for one in nodes)
+
+
+def _mask_one(url: str) -> str:
     parsed = urlparse(url)
     if parsed.password:
         return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
     return url
 
 
+class ClusterConnection(RobustConnection):
+    """aio-pika's robust connection, over the nodes of a cluster: after every close (a lost
+    connection or a failed attempt; aio-pika calls `_on_connection_close` for both) the
+    next attempt goes to the next node. A loss is retried at once on the next node; a
+    failed attempt after `reconnect_interval`, so a dead node costs one interval at most.
+    Channels, exchanges, queues and consumers are restored by aio-pika as for one node.
+
+    Counts reconnections and logs each with how long the client was away (`down_s`): the
+    proof, in a test or in production, that a node's loss was survived and where to."""
+
+    def __init__(self, node_urls: Sequence[str], start: int = 0, **kwargs: Any) -> None:
+        self.node_urls = [URL(url) for url in node_urls]
+        self.node = start % len(self.node_urls)
+        super().__init__(self.node_urls[self.node], **kwargs)
+        self.connection_name = str((kwargs.get("client_properties") or {}).get("connection_name", ""))
+        self.reconnections = 0
+        self.failed_attempts = 0
+        self._lost_at: float | None = None
+
+    def _next_node(self) -> None:
+        self.node = (self.node + 1) % len(self.node_urls)
+        self.url = self.node_urls[self.node]
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        if not (self.close_called or self.is_closed):
+            failed = mask_url(str(self))
+            self._next_node()
+            if not self.connection_attempt:
+                pass  # the first connection failed: `connect` tries the next node itself
+            elif self._lost_at is None:
+                self._lost_at = time.monotonic()
+                log.warning("amqp_connection_lost", url=failed, connection=self.connection_name,
+                            error=_closing_error(closing), next=mask_url(str(self)))
+            else:  # aio-pika logs the failed attempt itself
+                self.failed_attempts += 1
+                log.debug("amqp_reconnecting", failed=failed, next=mask_url(str(self)),
+                          connection=self.connection_name)
+        await super()._on_connection_close(closing)
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        if self._lost_at is not None:
+            self.reconnections += 1
+            log.warning("amqp_reconnected", url=mask_url(str(self)), connection=self.connection_name,
+                        down_s=round(time.monotonic() - self._lost_at, 3), reconnections=self.reconnections)
+            self._lost_at = None
+
+
+def _closing_error(closing: asyncio.Future[Any]) -> str:
+    if closing.cancelled():
+        return "cancelled"
+    error = closing.exception()
+    return repr(error)[:300] if error is not None else ""
+
+
 async def connect(url: str, name: str, *, timeout: float = 10.0, reconnect_interval: float = 1.0
                   ) -> AbstractRobustConnection:
-    """Connect once (raising if the broker cannot be reached), then reconnect forever."""
-    connection = await aio_pika.connect_robust(
-        url, timeout=timeout, client_properties={"connection_name": name},
-        reconnect_interval=reconnect_interval,
-    )
-    log.info("amqp_connected", url=mask_url(url), connection=name)
-    return connection
+    """Connect to the first node of `url` that answers (raising if none can be reached),
+    then reconnect forever, to any of them."""
+    nodes = urls(url)
+    last: BaseException | None = None
+    for start, node_url in enumerate(nodes):
+        connection = ClusterConnection(nodes, start, client_properties={"connection_name": name},
+                                       reconnect_interval=reconnect_interval, fail_fast=True)
+        try:
+            await connection.connect(timeout=timeout)
+        except aio_pika.exceptions.CONNECTION_EXCEPTIONS as error:
+            last = error
+            await connection.close()
+            if len(nodes) > 1:
+                log.warning("amqp_node_unreachable", url=mask_url(node_url), connection=name, error=repr(error))
+            continue
+        log.info("amqp_connected", url=mask_url(node_url), connection=name, nodes=len(nodes))
+        return connection
+    assert last is not None
+    raise last
+
+
+async def connect_once(url: str, name: str, *, timeout: float = 10.0) -> AbstractConnection:
+    """A plain (not robust) connection to the first node of `url` that answers: for a
+    probe or a one-off command. Raises the last node's error if none answers."""
+    last: BaseException | None = None
+    for node_url in urls(url):
+        try:
+            return await aio_pika.connect(node_url, timeout=timeout, client_properties={"connection_name": name})
+        except aio_pika.exceptions.CONNECTION_EXCEPTIONS as error:
+            last = error
+    assert last is not None
+    raise last
 
 
 @dataclass(frozen=True, eq=False)

@@ -88,12 +88,13 @@ def quiet_broker_logs() -> Iterator[None]:
 async def probe_broker(url: str) -> None:
     """Raise `Unavailable` at once, in one line, when RabbitMQ at `url` cannot be reached:
     the robust connections the backend and workers use would retry, or fail with a trace."""
-    import aio_pika
     import aiormq
+
+    from stepflow.adapters.amqp.connection import connect_once
 
     try:
         with quiet_broker_logs():
-            connection = await aio_pika.connect(url, timeout=10)
+            connection = await connect_once(url, "stepflow-probe", timeout=10)
         await connection.close()
     except (OSError, TimeoutError, aiormq.exceptions.AMQPError) as error:
         raise Unavailable(f"cannot reach RabbitMQ at {redact_url(url)}: "

@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.amqp.connection import mask_url
+from stepflow.adapters.amqp.connection import connect_once, mask_url
 from stepflow.adapters.amqp.topology import Topology, persistent
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, common, default_actor
 from stepflow.adapters.cli.formatting import emit_json
@@ -95,7 +95,7 @@ async def send(url: str, prefix: str, instance_id: str, action: str, wait_s: flo
     import aio_pika
 
     topology = Topology(prefix)
-    connection = await aio_pika.connect(url, timeout=10, client_properties={"connection_name": "stepflow-cli"})
+    connection = await connect_once(url, "stepflow-cli", timeout=10)
     try:
         channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
         try:

@@ -55,9 +55,10 @@ class QueueDepths:
     async def _amqp(self, url: str, topology: Any, names: list[str]) -> list[Depth]:
         import aio_pika
 
+        from stepflow.adapters.amqp.connection import connect_once
+
         if self._connection is None or self._connection.is_closed:
-            self._connection = await aio_pika.connect(
-                url, timeout=TIMEOUT_S, client_properties={"connection_name": f"stepflow-metrics[{topology.prefix}]"})
+            self._connection = await connect_once(url, f"stepflow-metrics[{topology.prefix}]", timeout=TIMEOUT_S)
             self._channel = None
         out = []
         for name in names:
