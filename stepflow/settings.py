@@ -44,7 +44,8 @@ from urllib.parse import urlparse
 import msgspec
 
 from stepflow.adapters.amqp.connection import DEFAULT_URL as DEFAULT_AMQP_URL
-from stepflow.adapters.amqp.connection import mask_url
+from stepflow.adapters.amqp.connection import NEXT_URL, URL_SEPARATORS, mask_one_url
+from stepflow.adapters.amqp.connection import urls as node_urls
 from stepflow.adapters.protocol import MAX_BODY_BYTES
 
 STORE_FILE = "stepflow.sqlite"  # in the data directory: the default store
@@ -223,15 +224,9 @@ def resolve(flags: Mapping[str, Any] | None = None,
     return settings, sources
 
 
-# The separators of several broker URLs in one setting: whitespace (never part of a URL), or
-# commas before the next URL's scheme (a comma may be part of a password).
-_NEXT_URL = re.compile(r"[\s,]*,[\s,]*(?=[a-z][a-z0-9+.-]*://)|\s+", re.IGNORECASE)
-_SEPARATORS = " \t\r\n,"
-
-
 def amqp_urls(value: str) -> tuple[str, ...]:
     """The broker URLs in an `amqp_url` setting: one, or a cluster's nodes, in the given order."""
-    return tuple(url for url in _NEXT_URL.split(value.strip(_SEPARATORS)) if url)
+    return tuple(node_urls(value)) if value.strip(URL_SEPARATORS) else ()
 
 
 def _url_problems(settings: Settings) -> list[tuple[str, str]]:
@@ -318,8 +313,8 @@ def _mask(spec: Spec, value: str) -> str:
 def redact_url(url: str) -> str:
     """The URL with its password (if any) masked: any URL, store or broker, one rule; each of
     several broker URLs in one value masked alike, the separators kept."""
-    parts = re.split(f"({_NEXT_URL.pattern})", url, flags=re.IGNORECASE)
-    return "".join(part if index % 2 else mask_url(part) for index, part in enumerate(parts))
+    parts = re.split(f"({NEXT_URL.pattern})", url, flags=re.IGNORECASE)
+    return "".join(part if index % 2 else mask_one_url(part) for index, part in enumerate(parts))
 
 
 def redact_text(text: str, *urls: str) -> str:

@@ -112,14 +112,15 @@ def amqp_url(explicit: str | None = None) -> str:
 
 
 # Between two node URLs: whitespace (never part of a URL), or a comma before the next URL's
-# scheme (a comma may be part of a password). The same rule as `stepflow.settings.amqp_urls`.
-_NEXT_URL = re.compile(r"[\s,]*,[\s,]*(?=[a-z][a-z0-9+.-]*://)|\s+", re.IGNORECASE)
+# scheme (a comma may be part of a password). `stepflow.settings` validates with the same rule.
+URL_SEPARATORS = " \t\r\n,"
+NEXT_URL = re.compile(r"[\s,]*,[\s,]*(?=[a-z][a-z0-9+.-]*://)|\s+", re.IGNORECASE)
 
 
 def urls(amqp_url: str) -> list[str]:
     """The node URLs of the `amqp_url` setting: one URL, or several nodes of one cluster,
     separated by whitespace or by commas (each URL with its scheme), in the given order."""
-    found = [url for url in _NEXT_URL.split(amqp_url.strip(" \t\r\n,")) if url]
+    found = [url for url in NEXT_URL.split(amqp_url.strip(URL_SEPARATORS)) if url]
     if not found:
         raise ValueError("no RabbitMQ URL given")
     return found
@@ -127,11 +128,11 @@ def urls(amqp_url: str) -> list[str]:
 
 def mask_url(url: str) -> str:
     """The URL (or each of several) with its password replaced, fit for a log line or an error message."""
-    nodes = urls(url) if url.strip(" \t\r\n,") else [url]
-    return ",".join(_mask_one(one) for one in nodes)
+    nodes = urls(url) if url.strip(URL_SEPARATORS) else [url]
+    return ",".join(mask_one_url(one) for one in nodes)
 
 
-def _mask_one(url: str) -> str:
+def mask_one_url(url: str) -> str:
     parsed = urlparse(url)
     if parsed.password:
         return parsed._replace(netloc=parsed.netloc.replace(f":{parsed.password}@", ":***@")).geturl()
