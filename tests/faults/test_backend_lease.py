@@ -21,7 +21,7 @@ from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import aio_pika
 import amqp_fixtures
@@ -55,7 +55,7 @@ class Spy:
         self._error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name="order-spy", daemon=True)
 
-    def __enter__(self) -> Spy:
+    def __enter__(self) -> Self:
         self._thread.start()
         if not self._ready.wait(15) or self._error is not None:
             raise AssertionError(f"spy queue not bound: {self._error!r}")
