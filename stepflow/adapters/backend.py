@@ -194,6 +194,9 @@ class Backend:
             await self._deactivate()
             await self._reconnect_as_standby()
             log.warning("lease_lost", lease=self.lease.name, step_down_s=round(time.monotonic() - lost, 3))
+            # A backend whose lock connection just failed is the worse candidate: let a
+            # standby take over first (it tries every `lease_poll_s`).
+            await asyncio.sleep(2 * self.lease_poll_s)
 
     async def _activate(self, *, waited_s: float, consuming: bool) -> None:
         """Start the active parts from the positions stored now (another backend moved them)."""

@@ -43,8 +43,10 @@ async def test_one_postgres_holder_at_a_time_and_the_next_takes_over_when_it_goe
         assert await a.try_acquire()
         assert not await b.try_acquire()
         assert await other_schema.try_acquire()  # another store, another lock
-        await a.close()  # the session ends: so does the lock
-        assert await b.try_acquire()
+        await a.close()  # the session ends (the server notices a moment later): so does the lock
+        async with asyncio.timeout(1):
+            while not await b.try_acquire():
+                await asyncio.sleep(0.01)
         assert not await a.try_acquire()
     finally:
         for lease in (a, b, other_schema):
@@ -65,6 +67,7 @@ async def test_a_holder_whose_session_is_cut_steps_down_before_long(pg_store: st
         cut = time.monotonic()
         await asyncio.wait_for(watching, 3)
         noticed = time.monotonic() - cut
+        print(f"lock session cut -> holder noticed: {noticed:.3f} s")
         assert noticed < 1.0, noticed  # CHECK_S + a round trip
         assert await b.try_acquire()
     finally:
@@ -140,3 +143,42 @@ async def test_an_order_stored_by_a_standby_is_published_by_the_holder_at_once(
         for engine in engines:
             engine.close()
         await connection.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.rabbitmq
+@pytest.mark.integration
+async def test_a_holder_that_loses_its_lock_steps_down_and_the_standby_takes_over(
+        pg_store: str, rabbit: Rabbit) -> None:
+    rabbit.job_types.add("lease_probe")
+    await rabbit.declare("lease_probe")
+    engines = [open_engine(pg_store), open_engine(pg_store)]
+    backends = [default_backend(e, AmqpBackendBroker(rabbit.url, prefix=rabbit.prefix),
+                                lease=open_lease(pg_store, channel=e.recorder.channel_name)) for e in engines]
+    try:
+        for backend in backends:
+            await backend.start()
+        holder, standby = backends
+        await rabbit.wait_depth("job_completed", consumers=1)
+        lease = holder.lease
+        assert isinstance(lease, PostgresLease) and lease._conn is not None
+        with pg_connect() as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (lease._conn.info.backend_pid,))
+        cut = time.monotonic()
+        async with asyncio.timeout(5):
+            while holder.active or not standby.active:
+                await asyncio.sleep(0.01)
+        print(f"lock session cut -> holder stepped down and standby active: {time.monotonic() - cut:.3f} s")
+        assert not holder.running and standby.running
+        async with asyncio.timeout(5):  # one consumer: the old holder consumes no more
+            while (await rabbit.depth("job_completed"))[1] != 1:
+                await asyncio.sleep(0.05)
+        await standby.start_workflow(one_step("lease_probe"), {})
+        await rabbit.wait_depth("lease_probe", messages=1)
+        assert standby.stats["orders"] == 1
+        holder.check()  # stepping down is not a failure
+    finally:
+        for backend in backends:
+            await backend.stop()
+        for engine in engines:
+            engine.close()
