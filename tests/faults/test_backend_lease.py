@@ -218,8 +218,8 @@ def test_the_active_backend_killed_twice_the_standby_takes_over_within_two_secon
                 first_order = wait_for(
                     lambda a=acquired: min((t for _, t in spy.arrivals if t >= a), default=None), 10,
                     "an order from the new holder",
-                    lambda: f"spy: {spy.count()} of {jobs}, last at {max(t for _, t in spy.arrivals)}, "
-                            f"killed at {killed_at}\n{procs.logs()}")
+                    lambda k=killed_at: f"spy: {spy.count()} of {jobs}, last at "
+                                        f"{max(t for _, t in spy.arrivals)}, killed at {k}\n{procs.logs()}")
                 failovers.append((acquired - killed_at, first_order - killed_at))
                 backends = [survivor, start_backend(procs, f"serve-{kill + 1}")]  # a fresh standby
             wait_all_final(engine, workflow_ids, 120, procs.logs)
