@@ -59,11 +59,16 @@ from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
-from stepflow.engine.ports import BackendBroker, Delivery
+from stepflow.engine.follower import LogFollower
+from stepflow.engine.ports import BackendBroker, Delivery, StopJob
 
 log = structlog.get_logger("stepflow.backend")
+
+# A job with one of these stored has reached a worker (or ended): its order needs no republishing.
+REACHED = ("JobProgressed", "JobCompleted", "JobErrored", "JobStopped", "JobTimedOut", "JobUnroutable")
 
 T = TypeVar("T")
 
@@ -103,6 +108,7 @@ class Backend:
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
+        self._reached: set[str] = set()  # jobs answered past the outbox position when it became active
         self._tasks: list[asyncio.Task[Any]] = []
         self._timeouts = 0
         self.deadlines = deadlines if deadlines is not None else Deadlines()
@@ -157,7 +163,7 @@ class Backend:
         try:
             await self.broker.connect()
             if held:
-                await self._activate(waited_s=0.0, consuming=True)
+                await self._activate(waited_s=0.0, consuming=True, takeover=False)
         except BaseException:
             await self.lease.close()
             raise
@@ -188,7 +194,7 @@ class Backend:
                 while not await self.lease.try_acquire():
                     await asyncio.sleep(self.lease_poll_s)
                 await self._activate(waited_s=time.monotonic() - since,
-                                     consuming=not hasattr(self.broker, "start_consuming"))
+                                     consuming=not hasattr(self.broker, "start_consuming"), takeover=True)
             await self.lease.watch()
             lost = time.monotonic()
             await self._deactivate()
@@ -198,12 +204,13 @@ class Backend:
             # standby take over first (it tries every `lease_poll_s`).
             await asyncio.sleep(2 * self.lease_poll_s)
 
-    async def _activate(self, *, waited_s: float, consuming: bool) -> None:
+    async def _activate(self, *, waited_s: float, consuming: bool, takeover: bool) -> None:
         """Start the active parts from the positions stored now (another backend moved them)."""
         began = time.monotonic()
         # Two backends starting on a fresh store race to create the same tracking tables.
         reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
-        self._outbox = OutboxPump(reader, self.dispatch.publish, self.in_outbox_thread)
+        self._reached = await self.in_outbox_thread(reached_since, self.engine, reader.position)
+        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread)
         self.hooks.reader = None
         await despite_ddl_race(self.hooks.prepare)
         self._clear_deadlines()
@@ -217,7 +224,8 @@ class Backend:
             asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
         ]
         self.active = True
-        self._outbox_wakeup.set()  # publish what was stored while nobody was active
+        if takeover:
+            self._outbox_wakeup.set()  # a take-over: publish at once what was stored meanwhile
         log.info("lease_acquired", lease=self.lease.name, waited_s=round(waited_s, 3),
                  activate_s=round(time.monotonic() - began, 3), outbox_position=self._outbox.position)
 
@@ -244,6 +252,15 @@ class Backend:
         if hasattr(self.broker, "consume_at_connect"):
             self.broker.consume_at_connect = False
         await self.broker.connect()
+
+    async def _publish(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        """Publish, except orders the log shows a worker already took: the previous holder
+        published them, and died (or this process restarted) before it advanced the position.
+        Each such order would only be a duplicate, which a worker that does not remember the
+        job id runs again. Job ids are never reused (a retry is a new id), so this is safe."""
+        if self._reached:
+            orders = [order for order in orders if order.job_id not in self._reached]
+        await self.dispatch.publish(orders, stops)
 
     def _clear_deadlines(self) -> None:
         for job_id in list(self.deadlines.armed()):
@@ -344,6 +361,16 @@ class Backend:
             self.deadlines.end(job_id)
         log.info("jobs_timed_out", count=len(expired))
         self._stored()
+
+
+def reached_since(engine: WorkflowEngine, position: int, page: int = 1000) -> set[str]:
+    """The ids of jobs with a sign of a worker (or an end) stored after `position`."""
+    follower = LogFollower(engine, "outbox", REACHED, batch_size=page)
+    reached: set[str] = set()
+    while items := follower.read(position):
+        reached.update(event.job_id for _, event in items)  # type: ignore[attr-defined]
+        position = items[-1][0]
+    return reached
 
 
 def default_backend(engine: WorkflowEngine, broker: BackendBroker, *, notifier: Notifier | None = None,
