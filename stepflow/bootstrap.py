@@ -25,6 +25,7 @@ from stepflow.adapters import protocol as p
 from stepflow.adapters.amqp.runtime import AmqpBrokers
 from stepflow.adapters.embedded import InProcessBrokers
 from stepflow.adapters.http.server import HttpService
+from stepflow.adapters.lease import open_lease
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.persistence import (
     StoreUnavailable,
@@ -91,6 +92,10 @@ def build_runtime(settings: Settings, engine: WorkflowEngine, workers: Sequence[
     # Backends starting at once on a fresh store race to create the views' tables too.
     read_side = despite_ddl_race_now(lambda: ReadSide(engine)) if projections else None
     options = backend_options(settings)
+    if not embedded:
+        # A shared broker: one backend per store runs the active parts (stepflow.adapters.lease).
+        # An in-process broker is private to this process, so its backend is always active.
+        options["lease"] = open_lease(settings.store, channel=getattr(engine.recorder, "channel_name", None))
     if log_workers:
         options["on_worker"] = announced(read_side.on_worker if read_side is not None else None)
     return Runtime(engine, workers, brokers(settings, embedded=embedded), read_side=read_side, **options)

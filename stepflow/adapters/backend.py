@@ -14,6 +14,15 @@ Four loops on one asyncio loop, against any `BackendBroker` (RabbitMQ or in-proc
 - hooks: a `HookFollower` with its own tracked position calls workflow hooks
   (`stepflow.adapters.notify`).
 
+The inbox, outbox, timeouts and hooks are the ACTIVE parts: they run only while this process
+holds the store's lease (`stepflow.adapters.lease`), so that several backends on one store
+and one broker publish each order once, take each response once, and fire each timer and hook
+once. A backend without the lease is a standby: connected to the broker to publish operators'
+direct orders, but consuming nothing; commands it is given (HTTP starts, stops) are stored,
+and the active backend's outbox publishes them. The lease loop takes over when the holder
+dies, and steps down if the lease is lost; each time it becomes active it re-reads every
+position (outbox, hooks, deadlines) from the store, since another process moved them.
+
 The notifier and the hook follower are given to the backend (`default_backend` builds the
 usual ones); it lends them its store thread, so a notification's result and a hook's reads
 are stored and read like everything else.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,16 +53,22 @@ import structlog
 from stepflow.adapters import protocol as p
 from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.inbox_batch import Inbox, WorkerListener
+from stepflow.adapters.lease import POLL_S, HeldLease, Lease
 from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.engine import commands as cmd
+from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
-from stepflow.engine.ports import BackendBroker, Delivery
+from stepflow.engine.follower import LogFollower
+from stepflow.engine.ports import BackendBroker, Delivery, StopJob
 
 log = structlog.get_logger("stepflow.backend")
+
+# A job with one of these stored has reached a worker (or ended): its order needs no republishing.
+REACHED = ("JobProgressed", "JobCompleted", "JobErrored", "JobStopped", "JobTimedOut", "JobUnroutable")
 
 T = TypeVar("T")
 
@@ -73,6 +89,8 @@ class Backend:
         max_body: int = p.MAX_BODY_BYTES,
         on_worker: WorkerListener | None = None,
         after_store: Callable[[], None] | None = None,
+        lease: Lease | None = None,
+        lease_poll_s: float = POLL_S,
     ) -> None:
         self.engine = engine
         self.broker = broker
@@ -81,10 +99,16 @@ class Backend:
         self.outbox_poll_s = outbox_poll_s
         self.timeout_check_s = timeout_check_s
         self.after_store = after_store
+        self.lease: Lease = lease if lease is not None else HeldLease()
+        self.lease.on_wake = self._outbox_woken
+        self.lease_poll_s = lease_poll_s
+        self.active = False  # holds the lease and runs the active parts
+        self._active_tasks: list[asyncio.Task[Any]] = []
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-store")
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
+        self._reached: set[str] = set()  # jobs answered past the outbox position when it became active
         self._tasks: list[asyncio.Task[Any]] = []
         self._timeouts = 0
         self.deadlines = deadlines if deadlines is not None else Deadlines()
@@ -131,19 +155,21 @@ class Backend:
     # --- lifecycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.broker.connect()
-        # Two backends starting on a fresh store race to create the same tracking tables.
-        reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
-        self._outbox = OutboxPump(reader, self.dispatch.publish, self.in_outbox_thread)
-        await despite_ddl_race(self.hooks.prepare)
-        await self.in_store(self.deadlines.resume, self.engine, datetime.now(UTC))
-        self._tasks = [
-            asyncio.create_task(self._inbox_loop(), name="stepflow-inbox"),
-            asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),
-            asyncio.create_task(self._timeout_loop(), name="stepflow-timeouts"),
-            asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
-        ]
-        log.info("backend_started", outbox_position=self._outbox.position)
+        """Connect; become active at once if the lease is free, else stand by (and keep
+        trying in the background)."""
+        held = await self.lease.try_acquire()
+        if not held and hasattr(self.broker, "consume_at_connect"):
+            self.broker.consume_at_connect = False  # a standby consumes nothing
+        try:
+            await self.broker.connect()
+            if held:
+                await self._activate(waited_s=0.0, consuming=True, takeover=False)
+        except BaseException:
+            await self.lease.close()
+            raise
+        self._tasks = [asyncio.create_task(self._lease_loop(), name="stepflow-lease")]
+        log.info("backend_started", active=self.active, lease=self.lease.name,
+                 outbox_position=self.outbox_position)
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -152,22 +178,107 @@ class Backend:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks = []
-        if self._outbox is not None:
-            self._outbox.cancel()  # unconfirmed batches: republished from the position next time
-        await self.notifier.close()
+        await self._deactivate()
         with contextlib.suppress(Exception):
-            await self.broker.close()
+            await self.broker.close()  # unacked deliveries go back to the queues
+        await self.lease.close()  # only then may another backend take over
         self._store.shutdown(wait=True)
         self._outbox_thread.shutdown(wait=True)
+
+    # --- the lease: active parts only while it is held -------------------------------------
+
+    async def _lease_loop(self) -> None:
+        while True:
+            if not self.active:
+                since = time.monotonic()
+                while not await self.lease.try_acquire():
+                    await asyncio.sleep(self.lease_poll_s)
+                await self._activate(waited_s=time.monotonic() - since,
+                                     consuming=not hasattr(self.broker, "start_consuming"), takeover=True)
+            await self.lease.watch()
+            lost = time.monotonic()
+            await self._deactivate()
+            await self._reconnect_as_standby()
+            log.warning("lease_lost", lease=self.lease.name, step_down_s=round(time.monotonic() - lost, 3))
+            # A backend whose lock connection just failed is the worse candidate: let a
+            # standby take over first (it tries every `lease_poll_s`).
+            await asyncio.sleep(2 * self.lease_poll_s)
+
+    async def _activate(self, *, waited_s: float, consuming: bool, takeover: bool) -> None:
+        """Start the active parts from the positions stored now (another backend moved them)."""
+        began = time.monotonic()
+        # Two backends starting on a fresh store race to create the same tracking tables.
+        reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
+        self._reached = await self.in_outbox_thread(reached_since, self.engine, reader.position)
+        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread)
+        self.hooks.reader = None
+        await despite_ddl_race(self.hooks.prepare)
+        self._clear_deadlines()
+        await self.in_store(self.deadlines.resume, self.engine, datetime.now(UTC))
+        if not consuming:
+            await self.broker.start_consuming()  # type: ignore[attr-defined]
+        self._active_tasks = [
+            asyncio.create_task(self._inbox_loop(), name="stepflow-inbox"),
+            asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),
+            asyncio.create_task(self._timeout_loop(), name="stepflow-timeouts"),
+            asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
+        ]
+        self.active = True
+        if takeover:
+            self._outbox_wakeup.set()  # a take-over: publish at once what was stored meanwhile
+        log.info("lease_acquired", lease=self.lease.name, waited_s=round(waited_s, 3),
+                 activate_s=round(time.monotonic() - began, 3), outbox_position=self._outbox.position)
+
+    async def _deactivate(self) -> None:
+        """Stop every active part: after this, this process publishes, consumes and fires nothing."""
+        self.active = False
+        for task in self._active_tasks:
+            task.cancel()
+        for task in self._active_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._active_tasks = []
+        if self._outbox is not None:
+            self._outbox.cancel()  # unconfirmed batches: republished from the position by the next holder
+        await self.notifier.close()  # notification calls under way: the next holder repeats them
+        self._clear_deadlines()
+        self.hooks.reader = None  # its position is the holder's to move now
+
+    async def _reconnect_as_standby(self) -> None:
+        """Give back the deliveries this process holds (closing the channel requeues them)
+        and keep a connection for publishing only."""
+        with contextlib.suppress(Exception):
+            await self.broker.close()
+        if hasattr(self.broker, "consume_at_connect"):
+            self.broker.consume_at_connect = False
+        await self.broker.connect()
+
+    async def _publish(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        """Publish, except orders the log shows a worker already took: the previous holder
+        published them, and died (or this process restarted) before it advanced the position.
+        Each such order would only be a duplicate, which a worker that does not remember the
+        job id runs again. Job ids are never reused (a retry is a new id), so this is safe."""
+        if self._reached:
+            orders = [order for order in orders if order.job_id not in self._reached]
+        await self.dispatch.publish(orders, stops)
+
+    def _clear_deadlines(self) -> None:
+        for job_id in list(self.deadlines.armed()):
+            self.deadlines.end(job_id)
+
+    def _outbox_woken(self) -> None:
+        """Another process stored events (a PostgreSQL notification): orders may be among them."""
+        if self.active:
+            self._outbox_wakeup.set()
 
     @property
     def running(self) -> bool:
         """Started, and its inbox still taking messages."""
-        return any(task.get_name() == "stepflow-inbox" and not task.done() for task in self._tasks)
+        return any(task.get_name() == "stepflow-inbox" and not task.done() for task in self._active_tasks)
 
     def check(self) -> None:
         """Raise the error of a loop that died, so a supervisor sees it."""
-        for task in self._tasks:
+        for task in (*self._tasks, *self._active_tasks):
             if task.done() and not task.cancelled() and task.exception():
                 raise task.exception()  # type: ignore[misc]
 
@@ -208,11 +319,11 @@ class Backend:
 
     @property
     def outbox_position(self) -> int | None:
-        """The outbox's tracked position (None before `start`)."""
-        return self._outbox.position if self._outbox is not None else None
+        """The outbox's tracked position (None unless active: then the stored one is the truth)."""
+        return self._outbox.position if self._outbox is not None and self.active else None
 
     def _pump(self) -> OutboxPump:
-        assert self._outbox is not None, "start the backend first"
+        assert self._outbox is not None and self.active, "start the backend first (only the lease holder publishes)"
         return self._outbox
 
     async def _record_notification(self, command: cmd.Command) -> cmd.Outcome:
@@ -250,6 +361,16 @@ class Backend:
             self.deadlines.end(job_id)
         log.info("jobs_timed_out", count=len(expired))
         self._stored()
+
+
+def reached_since(engine: WorkflowEngine, position: int, page: int = 1000) -> set[str]:
+    """The ids of jobs with a sign of a worker (or an end) stored after `position`."""
+    follower = LogFollower(engine, "outbox", REACHED, batch_size=page)
+    reached: set[str] = set()
+    while items := follower.read(position):
+        reached.update(event.job_id for _, event in items)  # type: ignore[attr-defined]
+        position = items[-1][0]
+    return reached
 
 
 def default_backend(engine: WorkflowEngine, broker: BackendBroker, *, notifier: Notifier | None = None,

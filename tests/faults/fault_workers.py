@@ -1,7 +1,8 @@
 """Workers for the fault suite: `stepflow worker tests/faults/fault_workers.py:faults`.
 
 - `fault_a`, `fault_b`: answer at once (after a little random jitter, sometimes with a
-  progression), outputs derived from the parameters;
+  progression), outputs derived from the parameters; with `$STEPFLOW_FAULT_JOURNAL` set, each
+  run is journaled (`run <job> <pid>`), so a test can count jobs executed twice;
 - `fault_hang`: hangs (no progression) on attempt 1 when `hang` is true, so only the backend's
   timeout ends it; answers on later attempts. Journals `start <job> <attempt> <pid>`.
 """
@@ -20,6 +21,9 @@ faults = Worker("faults-test", version="1.0.0", description="fault suite workers
 
 
 async def _answer(params: dict, ctx: JobContext) -> dict:
+    journal = os.environ.get("STEPFLOW_FAULT_JOURNAL")
+    if journal:
+        await asyncio.to_thread(_append, journal, f"run {ctx.job_id} {os.getpid()}\n")
     await asyncio.sleep(random.uniform(0, float(params.get("jitter", 0.01))))
     if random.random() < 0.3:
         await ctx.progress(50, "half way")

@@ -59,6 +59,9 @@ class AmqpBackendBroker:
         self._inbox: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
         # per channel: delivery tags received and not yet settled (for ack multiple)
         self._outstanding: dict[aiormq.abc.AbstractChannel, set[int]] = {}
+        # A standby backend (`stepflow.adapters.lease`) connects to publish, not to consume.
+        self.consume_at_connect = True
+        self._queues: dict[str, Any] = {}
 
     async def connect(self) -> None:
         self._connection = await connect(self.url, self.connection_name)
@@ -70,9 +73,15 @@ class AmqpBackendBroker:
         self._publish = await self._connection.channel(publisher_confirms=True)
         self._exchanges = {name: await self._publish.get_exchange(name, ensure=False)
                            for name in declared.exchanges}
-        for name in self.topology.backend_queues:
-            await declared.queues[name].consume(self._receiver(name))
+        self._queues = dict(declared.queues)
+        if self.consume_at_connect:
+            await self.start_consuming()
         log.info("backend_broker_ready", prefix=self.topology.prefix, queues=len(self.topology.backend_queues))
+
+    async def start_consuming(self) -> None:
+        """Consume every backend queue (once connected): what a backend does once active."""
+        for name in self.topology.backend_queues:
+            await self._queues[name].consume(self._receiver(name))
 
     def _receiver(self, real_name: str) -> Any:
         logical = self.topology.logical(real_name)

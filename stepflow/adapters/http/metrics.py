@@ -197,6 +197,9 @@ def _backend_families(backend: Any, data: Mapping[str, Any]) -> list[Metric]:
     histogram.add_metric([], _buckets(BATCH_BUCKETS, cumulative, sum(sizes.values())),
                          sum(k * n for k, n in sizes.items()))
     out.append(histogram)
+    out.append(GaugeMetricFamily("stepflow_backend_active", "1 while this backend holds the store's lease and "
+                                 "runs inbox, outbox, timers and hooks; 0 on a standby.",
+                                 value=1 if getattr(backend, "active", True) else 0))
     for key, name, help in (("messages", "inbound_messages_total", "Inbound broker messages handled."),
                             ("quarantined", "quarantined_total", "Inbound messages sent to quarantine."),
                             ("duplicates", "duplicates_ignored_total",
