@@ -58,6 +58,7 @@ from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
+from stepflow.adapters.worker_poll import STATUS_EVERY_S, poll_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
@@ -91,8 +92,10 @@ class Backend:
         after_store: Callable[[], None] | None = None,
         lease: Lease | None = None,
         lease_poll_s: float = POLL_S,
+        worker_poll_s: float = STATUS_EVERY_S,
     ) -> None:
         self.engine = engine
+        self.worker_poll_s = worker_poll_s  # how often every worker is asked its status
         self.broker = broker
         self.batch_size = batch_size
         self.batch_wait_s = batch_wait_s
@@ -222,6 +225,7 @@ class Backend:
             asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),
             asyncio.create_task(self._timeout_loop(), name="stepflow-timeouts"),
             asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
+            asyncio.create_task(poll_workers(self.broker, self.worker_poll_s), name="stepflow-worker-poll"),
         ]
         self.active = True
         if takeover:
