@@ -25,7 +25,7 @@ import sys
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -261,9 +261,9 @@ class Procs:
     def serve(self, name: str = "serve", **env: str) -> Proc:
         return self._start(name, ["serve", "--store", self.store, "--outbox-poll", "0.2"], env)
 
-    def worker(self, name: str, target: str, *job_types: str, **env: str) -> Proc:
+    def worker(self, name: str, target: str, *job_types: str, extra_args: Sequence[str] = (), **env: str) -> Proc:
         instance_id = f"{name}-{uuid.uuid4().hex[:6]}"
-        args = ["worker", target, "--instance-id", instance_id, "--heartbeat", "1"]
+        args = ["worker", target, "--instance-id", instance_id, "--heartbeat", "1", *extra_args]
         for job_type in job_types:
             args += ["--job-type", job_type]
         proc = self._start(name, args, env)

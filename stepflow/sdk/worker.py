@@ -28,6 +28,7 @@ import structlog
 from stepflow.adapters import protocol as p
 from stepflow.engine.ports import Delivery, WorkerBroker
 from stepflow.sdk import answers
+from stepflow.sdk.answered import AnsweredFile
 from stepflow.sdk.answers import SDK_VERSION
 from stepflow.sdk.context import JobContext, JobFailed
 from stepflow.sdk.direct import DirectOrders
@@ -63,7 +64,11 @@ class Worker(DirectOrders):
         heartbeat_s: float = 10.0,
         instance_id: str | None = None,
         shutdown_grace_s: float = 30.0,
+        answered_file: str | os.PathLike[str] | None = None,
     ) -> None:
+        """`answered_file`: keep the answered jobs in this file too, so a restarted worker
+        answers a redelivered order from it instead of running the job again
+        (`stepflow.sdk.answered`)."""
         self.label = label
         self.version = version
         self.description = description
@@ -74,7 +79,9 @@ class Worker(DirectOrders):
         self.handlers: dict[str, Registered] = {}
         self._jobs: dict[str, RunningJob] = {}  # job id -> the job running here
         self._chores: set[asyncio.Task[None]] = set()  # answers to bad or repeated orders
-        self._answered: OrderedDict[str, p.Message] = OrderedDict()
+        self.answered_file = AnsweredFile(answered_file, REMEMBERED_JOBS) if answered_file is not None else None
+        self._answered: OrderedDict[str, p.Message] = (
+            self.answered_file.load() if self.answered_file is not None else OrderedDict())
         self._stopping = asyncio.Event()
         self.started_at = datetime.now(UTC)
         self.run_token = uuid.uuid4().hex[:8]  # new at each `run`: part of progress message ids
@@ -130,6 +137,8 @@ class Worker(DirectOrders):
             with contextlib.suppress(Exception):
                 await self._announce(broker, "Terminated")
             await broker.close()
+            if self.answered_file is not None:
+                self.answered_file.close()
             log.info("worker_stopped", instance_id=self.instance_id)
 
     async def _order_loop(self, broker: WorkerBroker) -> None:
@@ -257,3 +266,8 @@ class Worker(DirectOrders):
         self._answered[job_id] = response
         while len(self._answered) > REMEMBERED_JOBS:
             self._answered.popitem(last=False)
+        if self.answered_file is not None:
+            try:
+                self.answered_file.append(job_id, response, self._answered)
+            except OSError as error:  # a full disk must not stop the answers: memory still works
+                log.error("answered_file_write_failed", path=str(self.answered_file.path), error=repr(error))

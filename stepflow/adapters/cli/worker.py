@@ -50,11 +50,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                         help="this instance's id in announcements and answers (default host-pid-random)")
     parser.add_argument("--heartbeat", type=float, default=None, metavar="S",
                         help="seconds between discovery announcements (default: the Worker's)")
+    parser.add_argument("--answered-file", default=None, metavar="PATH",
+                        help="remember answered jobs in this file too, so that after a restart a redelivered "
+                             "order is answered from it, not run again (default: in memory only)")
     parser.set_defaults(func=worker_command)
 
 
 def restrict(worker: Worker, job_types: list[str], *, prefetch: int | None = None,
-             instance_id: str | None = None, heartbeat_s: float | None = None) -> Worker:
+             instance_id: str | None = None, heartbeat_s: float | None = None,
+             answered_file: str | None = None) -> Worker:
     """A worker like `worker`, serving only `job_types` (all when empty), with overrides."""
     unknown = [t for t in job_types if t not in worker.handlers]
     if unknown:
@@ -62,7 +66,7 @@ def restrict(worker: Worker, job_types: list[str], *, prefetch: int | None = Non
                          f"(it has {', '.join(worker.handlers)})")
     copy = Worker(worker.label, version=worker.version, description=worker.description,
                   prefetch=prefetch or worker.prefetch, heartbeat_s=heartbeat_s or worker.heartbeat_s,
-                  instance_id=instance_id)
+                  instance_id=instance_id, answered_file=answered_file)
     copy.handlers = {t: r for t, r in worker.handlers.items() if not job_types or t in job_types}
     return copy
 
@@ -71,7 +75,8 @@ def worker_command(args: argparse.Namespace) -> int:
     service_logging(args.settings)
     try:
         worker = restrict(load_worker(args.target), args.job_type, prefetch=args.prefetch,
-                          instance_id=args.instance_id, heartbeat_s=args.heartbeat)
+                          instance_id=args.instance_id, heartbeat_s=args.heartbeat,
+                          answered_file=args.answered_file)
     except (ValueError, TypeError, ImportError, AttributeError, OSError, SyntaxError) as error:
         say(f"cannot load worker {args.target}: {error}")
         return EXIT_USAGE
