@@ -77,7 +77,9 @@ class McaiWorker:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPFLOW_", "AMQP_", "BACKEND_"))}
         env.update(AMQP_TLS="false", AMQP_HOSTNAME="127.0.0.1", AMQP_PORT="5672", AMQP_USERNAME="guest",
                    AMQP_PASSWORD="guest", AMQP_VHOST=vhost, AMQP_QUEUE=JOB_TYPE, BACKEND_HOSTNAME=backend,
-                   BACKEND_USERNAME=USER, BACKEND_PASSWORD=TOKEN, RUST_LOG="info", PYTHONUNBUFFERED="1")
+                   BACKEND_USERNAME=USER, BACKEND_PASSWORD=TOKEN, RUST_LOG="info", PYTHONUNBUFFERED="1",
+                   # an order it rejects comes back from job_delayed twice (5 s each), not six times
+                   MESSAGE_TTL_LIMIT="1")
         self.popen = subprocess.Popen([sys.executable, "-u", "worker.py"], cwd=MCAI, env=env, stdout=self._log,
                                       stderr=subprocess.STDOUT,
                                       preexec_fn=_reset_signals)  # noqa: PLW1509  it only sets dispositions
@@ -233,8 +235,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         rabbit = Rabbit(f"{AMQP_URL.rstrip('/')}/{vhost}", "")
         store = sqlite_store(log_dir)
         env = rabbit.env(STEPFLOW_HTTP_TOKENS=f"{TOKEN}={USER}:ops,admin")
+        undeclared = log_dir / "undeclared.toml"
+        undeclared.write_text(UNDECLARED)
         serve = Proc("serve", ["serve", "--store", store, "--outbox-poll", "0.2", "--http", "127.0.0.1:0",
-                               "--definitions", str(WORKFLOW)], env, log_dir)
+                               "--definitions", str(WORKFLOW), "--definitions", str(undeclared)], env, log_dir)
         started.append(serve)
         url = _http_url(serve)
         http.base_url = httpx.URL(url)
@@ -344,7 +348,32 @@ def test_d_a_stop_reaches_only_the_instance_running_the_job(stack: Stack) -> Non
     assert other_job not in {r.body.get("job_id") for r in stack.responses.seen() if r.routing_key == "job_stopped"}
 
 
-def test_e_sigterm_an_mcai_worker_shows_it_terminated(stack: Stack) -> None:
+# A step that sends the mcai worker a parameter it does not declare: its JSON schema has
+# additionalProperties: false, so the SDK rejects the order into job_delayed, and after its TTL
+# limit answers job_error "Job TTL has been reached." (research doc, section 4.4).
+UNDECLARED = """
+identifier = "mcai-undeclared"
+version = "1.0.0"
+
+[[steps]]
+id = "shout"
+job_type = "job_upper"
+parameters = { message = "hi", colour = "red" }
+timeout_s = 120
+"""
+
+
+def test_e_an_order_the_sdk_refuses_to_validate_ends_as_a_visible_job_error(stack: Stack) -> None:
+    started = stack.http.post("/api/workflows", json={"definition": "mcai-undeclared"})
+    assert started.status_code == 201, started.text
+    workflow_id = str(started.json()["workflow_id"])
+    view = stack.wait_final(workflow_id, 60)
+    assert view["workflow"]["status"] == "error", json.dumps(view, indent=1)
+    (job,) = view["jobs"]
+    assert job["status"] == "error" and "Job TTL has been reached." in (job["error"] or ""), job
+
+
+def test_f_sigterm_an_mcai_worker_shows_it_terminated(stack: Stack) -> None:
     before = stack.mcai_workers()
     ended = stack.mcai[1]
     ended.popen.send_signal(signal.SIGTERM)
