@@ -58,6 +58,7 @@ from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
+from stepflow.adapters.wakeup import woken
 from stepflow.adapters.worker_poll import STATUS_EVERY_S, poll_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -67,6 +68,11 @@ from stepflow.engine.follower import LogFollower
 from stepflow.engine.ports import BackendBroker, Delivery, StopJob
 
 log = structlog.get_logger("stepflow.backend")
+
+# On taking over, how long the inbox may take to store the answers the dead holder left
+# unacked before the outbox republishes its unconfirmed window (they come back at once; an
+# empty queue costs the whole wait, once per take-over).
+TAKEOVER_DRAIN_S = 0.3
 
 # A job with one of these stored has reached a worker (or ended): its order needs no republishing.
 REACHED = ("JobProgressed", "JobCompleted", "JobErrored", "JobStopped", "JobTimedOut", "JobUnroutable")
@@ -111,6 +117,7 @@ class Backend:
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
+        self._drained = asyncio.Event()  # the inbox took a batch short of full: the queues were empty
         self._reached: set[str] = set()  # jobs answered past the outbox position when it became active
         self._tasks: list[asyncio.Task[Any]] = []
         self._timeouts = 0
@@ -212,16 +219,23 @@ class Backend:
         began = time.monotonic()
         # Two backends starting on a fresh store race to create the same tracking tables.
         reader = await despite_ddl_race(lambda: self.in_outbox_thread(OutboxReader, self.engine))
-        self._reached = await self.in_outbox_thread(reached_since, self.engine, reader.position)
-        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread)
         self.hooks.reader = None
         await despite_ddl_race(self.hooks.prepare)
         self._clear_deadlines()
         await self.in_store(self.deadlines.resume, self.engine, datetime.now(UTC))
         if not consuming:
             await self.broker.start_consuming()  # type: ignore[attr-defined]
+        self._drained.clear()
+        inbox = asyncio.create_task(self._inbox_loop(), name="stepflow-inbox")
+        if takeover:
+            # The answers the dead holder had taken and not acked come back to the queues at
+            # once: store them before the outbox decides which orders of its unconfirmed
+            # window to publish again, or it cannot see that their jobs already ran.
+            await woken(self._drained, TAKEOVER_DRAIN_S)
+        self._reached = await self.in_outbox_thread(reached_since, self.engine, reader.position)
+        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread)
         self._active_tasks = [
-            asyncio.create_task(self._inbox_loop(), name="stepflow-inbox"),
+            inbox,
             asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),
             asyncio.create_task(self._timeout_loop(), name="stepflow-timeouts"),
             asyncio.create_task(self.hooks.run(), name="stepflow-hooks"),
@@ -310,6 +324,8 @@ class Backend:
         while True:
             batch = await self.broker.next_batch(self.batch_size, self.batch_wait_s)
             await self.inbox.handle(batch)
+            if len(batch) < self.batch_size:
+                self._drained.set()  # what was queued when it became active is stored
 
     async def handle_batch(self, batch: Sequence[Delivery]) -> None:
         """Settle every delivery of the batch in one visible place (see `Inbox.handle`)."""

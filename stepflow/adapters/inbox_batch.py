@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import msgspec
 import structlog
 from eventsourcing.persistence import PersistenceError
 
@@ -176,6 +177,8 @@ class Inbox:
             log.error("worker_listener_failed", error=_reason(error))
 
     def _settled(self, command: cmd.Command, outcome: cmd.Outcome, now: datetime) -> None:
+        if outcome.job_id is not None and outcome.workflow_id is not None:  # found by its wire id
+            command = msgspec.structs.replace(command, job_id=outcome.job_id, workflow_id=outcome.workflow_id)
         if outcome.ignored is None:
             self.track(command, now)
             return

@@ -144,11 +144,19 @@ class WorkflowEngine(Application[UUID]):
         raise GaveUp(f"gave up after {CONFLICT_RETRIES} concurrency conflicts")
 
     def _run(self, command: cmd.Command, touched: dict[UUID, Workflow], loaded: dict[UUID, int]) -> cmd.Outcome:
-        if isinstance(command, cmd.JobAnswer) and not command.job_id:
-            found = self._by_wire(command, touched, loaded)
+        found_by_wire = isinstance(command, cmd.JobAnswer) and not command.job_id
+        if found_by_wire:
+            found = self._by_wire(command, touched, loaded)  # type: ignore[arg-type]
             if isinstance(found, cmd.Outcome):
                 return found
             command = found
+        outcome = self._apply(command, touched, loaded)
+        if found_by_wire and outcome.ok:  # tell the caller which job it was (its clock)
+            outcome = msgspec.structs.replace(outcome, job_id=command.job_id,  # type: ignore[attr-defined]
+                                              workflow_id=command.workflow_id)
+        return outcome
+
+    def _apply(self, command: cmd.Command, touched: dict[UUID, Workflow], loaded: dict[UUID, int]) -> cmd.Outcome:
         workflow = touched.get(command.workflow_id)
         try:
             if workflow is None:

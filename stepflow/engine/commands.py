@@ -92,6 +92,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     kind: str | None = None  # the rejection's kind
     applied_digest: str | None = None  # conflicting_duplicate: the body applied before
     ignored: str | None = None
+    # an answer that named its job by wire id only: the job and workflow the engine found
+    job_id: str | None = None
+    workflow_id: UUID | None = None
 
     @property
     def ok(self) -> bool:

@@ -362,3 +362,30 @@ async def test_a_restarted_backend_arms_timeouts_only_for_jobs_still_in_flight(t
         await backend.stop()
     assert kinds(engine, stranded)["JobTimedOut"] == 1, kinds(engine, stranded)
     assert backend.stats["timeouts"] == 1  # no RecordTimeout for the three finished jobs
+
+
+async def test_an_answer_naming_its_job_by_wire_id_stops_the_jobs_clock() -> None:
+    """Workers answer with the integer wire id only; the backend learns the job from the
+    engine, so a finished job's deadline ends and a progressing one's is pushed back."""
+    engine = memory_engine()
+    progressed = asyncio.Event()
+    release = asyncio.Event()
+    worker = Worker("slowish", instance_id="slowish-1")
+
+    @worker.job("echo")
+    async def echo(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+        await ctx.progress(50)
+        progressed.set()
+        await release.wait()
+        return {}
+
+    async with EmbeddedRuntime(engine, [worker]) as runtime:
+        workflow_id = await runtime.start(one_step(timeout_s=30))
+        await asyncio.wait_for(progressed.wait(), 10)
+        (job_id,) = engine.workflow_state(workflow_id).jobs
+        await eventually(lambda: engine.workflow_state(workflow_id).jobs[job_id].progression == 50)
+        clocks = runtime.backend.deadlines
+        assert set(clocks.armed()) == {job_id}  # the engine's id, not the wire's
+        release.set()
+        assert (await runtime.wait(workflow_id, timeout=10)).status == "completed"
+        assert clocks.armed() == {}
