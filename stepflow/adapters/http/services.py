@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from uuid import UUID
@@ -22,10 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.adapters.http.queues import QueueDepths
+from stepflow.adapters.start_batch import StartBatcher
 from stepflow.adapters.worker_control import ORDERS, direct_order
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
-from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.application import Start, WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.projections import ProjectionRunner, ViewStore
 
@@ -50,6 +51,7 @@ class Services:
         self._definitions: OrderedDict[str, WorkflowDefinition] = OrderedDict()
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
         self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
+        self.starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
 
     # --- threads ------------------------------------------------------------------------
 
@@ -73,12 +75,25 @@ class Services:
     # --- commands -----------------------------------------------------------------------
 
     async def start(self, definition: WorkflowDefinition, parameters: dict[str, Any], **kwargs: Any) -> tuple[UUID, int]:
-        """Start a workflow; return its id and a log position that includes its start."""
-        if self.backend is not None:
-            workflow_id: UUID = await self.backend.start_workflow(definition, parameters, **kwargs)
-        else:
-            workflow_id = await self.write(self.engine.start_workflow, definition, parameters, **kwargs)
+        """Start a workflow; return its id and a log position that includes its start.
+
+        Grouped with the other starts under way (`StartBatcher`): one commit for all of them."""
+        workflow_id = await self.starts.start(Start(definition=definition, parameters=parameters, **kwargs))
         return workflow_id, await self.settled()
+
+    async def start_many(self, starts: list[Start]) -> tuple[list[UUID | Exception], int]:
+        """Start several workflows in one commit; each one's id or error, and a log position
+        that includes them."""
+        answers = await self.starts.settle(starts)
+        return answers, await self.settled()
+
+    async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
+        if self.backend is not None:
+            # the backend's store thread (its aggregate cache), then wake its outbox
+            answers: list[UUID | Exception] = await self.backend.in_store(self.backend.engine.start_workflows, starts)
+            self.backend.stored()
+            return answers
+        return await self.write(self.engine.start_workflows, starts)
 
     async def command(self, command: cmd.Command) -> int:
         """Run an operator command (raises `Rejected`); return a position that includes it."""
