@@ -55,7 +55,8 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
     _retries(state, emit)
     if out:
         return out
-    for step_state in sorted(state.steps.values(), key=lambda s: s.order):
+    frontier = state.frontier
+    for step_state in sorted((state.steps[s] for s in frontier.steps_to_decide()), key=lambda s: s.order):
         step = state.definition.step(step_state.step_id)
         if step_state.status == "waiting":
             _maybe_start(state, step, step_state, emit)
@@ -63,11 +64,11 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
             _maybe_finish(state, step, step_state, emit)
     if out:
         return out
-    failed = [s for s in state.steps.values() if s.status == "error"]
+    failed = [state.steps[s] for s in frontier.steps_with("error")]
     if failed:
         first = min(failed, key=lambda s: s.order)
         emit(ev.WorkflowFailed, reason=workflow_failure(first.step_id, first.reason))
-    elif all(s.status in STEP_DONE for s in state.steps.values()):
+    elif sum(len(frontier.steps_with(status)) for status in STEP_DONE) == len(state.steps):
         emit(ev.WorkflowCompleted)
     return out
 
@@ -106,7 +107,7 @@ def retryable(state: WorkflowState, job: JobState) -> bool:
 
 
 def _retries(state: WorkflowState, emit: Emit) -> None:
-    for job in list(state.jobs.values()):
+    for job in [state.jobs[job_id] for job_id in state.frontier.jobs_to_retry()]:
         if job.status == "retry_requested":
             delay = 0.0
         elif retryable(state, job):
