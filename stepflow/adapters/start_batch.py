@@ -53,10 +53,15 @@ class StartBatcher:
         """Store several starts in the same commit (a bulk request), with whatever else is
         waiting; every item's answer, its id or the exception its start alone would raise.
         A failure of the store itself (not of one item) is raised."""
+        if not starts:
+            return []
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[UUID]] = [loop.create_future() for _ in starts]
         self._pending.append((starts, futures))
-        if self._flusher is None or self._flusher.done():
+        flusher = self._flusher
+        if flusher is None or flusher.done() or flusher.get_loop() is not loop:
+            # (another event loop's flusher, a test client's that ended: its entries are dead too)
+            self._pending = [(s, fs) for s, fs in self._pending if fs[0].get_loop() is loop]
             self._flusher = asyncio.create_task(self._flush(), name="stepflow-start-batch")
         answers: list[UUID | Exception] = []
         for future in futures:

@@ -34,6 +34,7 @@ log = structlog.get_logger("stepflow.http")
 T = TypeVar("T")
 DEFINITION_CACHE = 10_000
 READ_YOUR_WRITES_S = 5.0
+VIEW_POLL_S = 0.002  # while a request waits for the views to show its write
 
 
 class Services:
@@ -52,6 +53,8 @@ class Services:
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
         self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
         self.starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
+        self._view_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._view_poller: asyncio.Task[None] | None = None
 
     # --- threads ------------------------------------------------------------------------
 
@@ -107,8 +110,42 @@ class Services:
         """Wake the views and wait (briefly) until they show our own last write."""
         position = await self.read(self.engine.max_notification_id)
         self.runner.wake()
-        await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
+        await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
+
+    async def views_reach(self, position: int, timeout: float) -> bool:
+        """Wait until every view has applied `position`; False on timeout.
+
+        One poller for every waiting request (`ViewStore.wait` per request held a thread each
+        and looked every 20 ms, which was most of an HTTP start's time): it reads the views'
+        positions every `VIEW_POLL_S` while anyone waits, and answers all that are reached."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._view_waiters.append((position, future))
+        poller = self._view_poller
+        if poller is None or poller.done() or poller.get_loop() is not asyncio.get_running_loop():
+            self._view_waiters = [(p, f) for p, f in self._view_waiters if f.get_loop() is future.get_loop()]
+            self._view_poller = asyncio.create_task(self._poll_views(), name="stepflow-http-views")
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _poll_views(self) -> None:
+        while self._view_waiters:
+            positions = await self.read(self.store.positions, self.runner.names)
+            reached = min(positions.values(), default=0)
+            waiting = []
+            for position, future in self._view_waiters:
+                if future.done():
+                    continue
+                if position <= reached:
+                    future.set_result(None)
+                else:
+                    waiting.append((position, future))
+            self._view_waiters = waiting
+            if waiting:
+                await asyncio.sleep(VIEW_POLL_S)
 
     async def order_worker(self, instance_id: str, action: str, *, actor: str, request: str) -> int:
         """Send a worker a direct order through the backend's broker, record it (`WorkerOrdered`),
@@ -117,7 +154,7 @@ class Services:
         position: int = await self.write(self.engine.record_worker_order, actor=actor, instance_id=instance_id,
                                          order=ORDERS[action], via="http", request=request)
         self.runner.wake()
-        await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
+        await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
 
     async def record_refused(self, **fields: Any) -> None:
