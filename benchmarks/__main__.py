@@ -5,7 +5,8 @@
     python -m benchmarks throughput latency       # some scenarios
     python -m benchmarks throughput --contenders raw,sqlite --workflows 5000 --steps 10
 
-Scenarios: throughput, fanout, latency, scale, replay (see benchmarks/scenarios.py).
+Scenarios: throughput, fanout, latency, scale, history, chain, starts, replay (see
+benchmarks/scenarios.py).
 Contenders: raw (plain aio-pika backend + workers, no store), celery (chains, acks_late, no
 result backend), sqlite and postgres (stepflow: the backend and `stepflow worker`
 processes). Every run uses its own queue prefix and store and cleans up after itself.
@@ -54,7 +55,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--fanout", type=int, default=None, help="fanout: jobs in the fan-out step")
     parser.add_argument("--latency-seconds", type=float, default=None)
     parser.add_argument("--scale", default=None, help="scale: comma-separated workflow counts")
-    parser.add_argument("--history", default=None, help="scale: comma-separated steps per workflow")
+    parser.add_argument("--history", default=None, help="history: comma-separated steps per workflow")
+    parser.add_argument("--chain-steps", type=int, default=None, help="chain: sequential steps (default 400)")
+    parser.add_argument("--http-clients", type=int, default=None, help="starts: concurrent HTTP clients (default 8)")
+    parser.add_argument("--http-seconds", type=float, default=None, help="starts: seconds per variant")
     parser.add_argument("--replay-events", type=int, default=None)
     parser.add_argument("--workers", type=int, default=None, help="worker processes per contender (default 2)")
     args = parser.parse_args(argv)
@@ -72,6 +76,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "workers": args.workers,
         "scale_workflows": tuple(int(n) for n in args.scale.split(",")) if args.scale else None,
         "history_steps": tuple(int(n) for n in args.history.split(",")) if args.history else None,
+        "chain_steps": args.chain_steps, "http_clients": args.http_clients, "http_seconds": args.http_seconds,
         "contenders": tuple(c.strip() for c in args.contenders.split(",")) if args.contenders else None,
     }
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})

@@ -8,13 +8,19 @@ latency     each contender at a fixed offered rate (a share of its own measured 
             step-to-step latency in the backend (completion received -> next order
             confirmed), the gap between one job's end and the next one's start seen by the
             workers, and end-to-end workflow latency; p50/p95/p99.
-scale       stepflow on SQLite: time against N workflows, and against history length (steps
-            per workflow); the backend's RSS over each run.
+scale       stepflow on SQLite: time against N workflows; the backend's RSS over each run.
+history     stepflow on SQLite: cost per job against history length (steps per workflow).
+chain       one workflow of 400 sequential no-op steps, ONE worker process, over RabbitMQ: total
+            seconds and ms per step, start-up excluded (first start -> last completion) and
+            included (first process spawned -> last completion), raw loop and stepflow.
+starts      workflows started over HTTP (`stepflow serve --http`, SQLite) by N concurrent
+            clients, one start a request and in batches (`POST /api/workflows:batch`).
 replay      the projections' 1M-event rebuild (benchmarks/bench_rebuild.py).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import subprocess
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import celery_chain, raw_loop, stepflow_run
+from benchmarks.harness import celery_chain, http_starts, raw_loop, stepflow_run
 from benchmarks.harness.common import (
     PYTHON,
     ROOT,
@@ -58,13 +64,19 @@ class Sizes:
     scale_cache_variant: int = 10_000
     history_steps: tuple[int, ...] = (10, 100, 1000)
     history_workflows: int = 10
+    chain_steps: int = 400
+    chain_rounds: int = 2
+    http_clients: int = 8
+    http_seconds: float = 5.0
+    http_batch: int = 50  # starts per request in the batch variant (0: no batch variant)
     replay_events: int = 1_000_000
     contenders: tuple[str, ...] = CONTENDERS
 
 
 QUICK = Sizes(throughput_workflows=100, throughput_steps=3, rounds=1, fanout=50, latency_seconds=2.0,
               latency_steps=3, scale_workflows=(100, 300), scale_steps=1, scale_cache_variant=0, history_steps=(3, 30),
-              history_workflows=3, replay_events=10_000)
+              history_workflows=3, chain_steps=20, chain_rounds=1, http_clients=2, http_seconds=1.0, http_batch=5,
+              replay_events=10_000)
 
 
 @dataclass
@@ -78,26 +90,26 @@ class Context:
 BROKER_GONE = ("Connect call failed", "CONNECTION_FORCED", "AMQPConnectionError", "ConnectionResetError")
 
 
-def run_one(contender: str, load: Load, ctx: Context, tag: str, backend_env: dict[str, str] | None = None
-            ) -> RunResult:
+def run_one(contender: str, load: Load, ctx: Context, tag: str, backend_env: dict[str, str] | None = None,
+            workers: int | None = None) -> RunResult:
     """One run; run again once if the broker went away under it (a restart by someone else on a
     shared machine), saying so in the result. Any other failure fails at once."""
     try:
-        return _run_one(contender, load, ctx, tag, backend_env)
+        return _run_one(contender, load, ctx, tag, backend_env, workers)
     except BenchFailure as error:
         if not any(sign in str(error) for sign in BROKER_GONE):
             raise
         ctx.log(f"  {LABELS[contender]}: the broker went away during the run; once more")
         wait_until(broker_up, 120, "RabbitMQ to come back")
         time.sleep(2)
-        result = _run_one(contender, load, ctx, f"{tag}-again", backend_env)
+        result = _run_one(contender, load, ctx, f"{tag}-again", backend_env, workers)
         result.extra["run_again_after"] = str(error).splitlines()[-1][:300]
         return result
 
 
-def _run_one(contender: str, load: Load, ctx: Context, tag: str, backend_env: dict[str, str] | None = None
-             ) -> RunResult:
-    s = ctx.sizes
+def _run_one(contender: str, load: Load, ctx: Context, tag: str, backend_env: dict[str, str] | None = None,
+             workers: int | None = None) -> RunResult:
+    s = dataclasses.replace(ctx.sizes, workers=workers or ctx.sizes.workers)
     logs = ctx.logs / tag
     started = time.monotonic()
     if contender == "raw":
@@ -220,20 +232,88 @@ def scale(ctx: Context) -> dict[str, Any]:
                          {"AGGREGATE_CACHE_MAXSIZE": str(2 * n)})
         if result:
             by_workflows.append(result.to_dict())
+    return {"ok": not errors, "error": "; ".join(errors) or None, "store": "sqlite", "by_workflows": by_workflows}
+
+
+# --- 5. history ----------------------------------------------------------------------------
+
+
+def history(ctx: Context) -> dict[str, Any]:
+    """Cost per job against steps per workflow (chains, all started at once): what grows with
+    a workflow's history shows as ms per job rising with the steps."""
+    s = ctx.sizes
+    errors: list[str] = []
     by_history = []
     for k in s.history_steps:
-        result = attempt(Load(workflows=s.history_workflows, steps=k), f"history-{k}")
-        if result:
-            row = result.to_dict()
-            row["ms_per_job"] = round(1000 * result.seconds / result.jobs, 3)
-            # stored: started; per step submitted + job completed + step completed; completed
-            row["events_per_workflow"] = 2 + 3 * k
-            by_history.append(row)
-    return {"ok": not errors, "error": "; ".join(errors) or None, "store": "sqlite",
-            "by_workflows": by_workflows, "by_history": by_history}
+        try:
+            result = run_one("sqlite", Load(workflows=s.history_workflows, steps=k), ctx, f"history-{k}")
+        except BenchFailure as error:
+            ctx.log(f"  FAILED: {error}")
+            errors.append(f"{s.history_workflows} x {k}: {error}")
+            continue
+        row = result.to_dict()
+        row["ms_per_job"] = round(1000 * result.seconds / result.jobs, 3)
+        # stored: started; per step submitted + job completed + step completed; completed
+        row["events_per_workflow"] = 2 + 3 * k
+        by_history.append(row)
+    growth = None
+    if len(by_history) >= 2:
+        growth = round(by_history[-1]["ms_per_job"] / by_history[0]["ms_per_job"], 3)
+    return {"ok": not errors, "error": "; ".join(errors) or None, "store": "sqlite", "by_history": by_history,
+            "longest_to_shortest": growth}
 
 
-# --- 5. replay ---------------------------------------------------------------------------
+# --- 6. the 400-step chain -------------------------------------------------------------------
+
+
+CHAIN_PUBLISHED = {"Windmill": 19.7, "Hatchet": 35.8, "Temporal": 39.0}  # s; 400 tasks, a 2-vCPU cloud machine
+
+
+def chain(ctx: Context) -> dict[str, Any]:
+    """One workflow of `chain_steps` sequential no-op steps and one worker process: the latency
+    of a step, one after the other, with nothing to overlap it. Rounds interleaved, best kept."""
+    s = ctx.sizes
+    load = Load(workflows=1, steps=s.chain_steps)
+    contenders = [c for c in s.contenders if c != "celery"]
+    runs: dict[str, list[RunResult]] = {c: [] for c in contenders}
+    for round_ in range(s.chain_rounds):
+        for contender in contenders:
+            runs[contender].append(run_one(contender, load, ctx, f"chain-{round_}", workers=1))
+    table = {}
+    for contender, results in runs.items():
+        best = min(results, key=lambda r: r.seconds)
+        row = best.to_dict()
+        row.pop("rss_mb")
+        row["ms_per_step"] = round(1000 * best.seconds / load.steps, 3)
+        row["with_startup_s"] = best.extra.get("with_startup_s")
+        row["rounds_seconds"] = [round(r.seconds, 3) for r in results]
+        table[contender] = row
+    raw = table.get("raw")
+    for row in table.values():
+        row["to_raw"] = round(row["seconds"] / raw["seconds"], 3) if raw else None  # time ratio: lower is better
+    return {"ok": True, "load": load.__dict__, "rounds": s.chain_rounds, "workers": 1, "results": table,
+            "published_s": CHAIN_PUBLISHED}
+
+
+# --- 7. HTTP starts --------------------------------------------------------------------------
+
+
+def starts(ctx: Context) -> dict[str, Any]:
+    s = ctx.sizes
+    table = {}
+    variants = [("single", 0)] + ([("batch", s.http_batch)] if s.http_batch else [])
+    for name, batch in variants:
+        started = time.monotonic()
+        row = http_starts.run(ctx.logs / f"starts-{name}", clients=s.http_clients, seconds=s.http_seconds,
+                              batch=batch, tag=f"http-{name}")
+        ctx.log(f"  HTTP starts, {name:<6} {s.http_clients} clients{f', {batch} a request' if batch else ''}: "
+                f"{row['workflows_per_s']:8.1f} workflows/s, request p50 {row['request_ms']['p50']:.1f} ms "
+                f"(wall {time.monotonic() - started:.1f} s)")
+        table[name] = row
+    return {"ok": True, "store": "sqlite", "clients": s.http_clients, "results": table}
+
+
+# --- 8. replay ---------------------------------------------------------------------------
 
 
 def replay(ctx: Context) -> dict[str, Any]:
@@ -257,5 +337,6 @@ def replay(ctx: Context) -> dict[str, Any]:
 
 
 SCENARIOS: dict[str, Callable[[Context], dict[str, Any]]] = {
-    "throughput": throughput, "fanout": fanout, "latency": latency, "scale": scale, "replay": replay,
+    "throughput": throughput, "fanout": fanout, "latency": latency, "scale": scale, "history": history,
+    "chain": chain, "starts": starts, "replay": replay,
 }

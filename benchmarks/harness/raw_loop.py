@@ -246,6 +246,7 @@ def run(load: Load, log_dir: Path, *, workers: int = 2, prefetch: int = 64, tag:
     module = [PYTHON, "-m", "benchmarks.harness.raw_loop"]
     queues, exchanges = [names.orders, names.completed], [names.orders_exchange, names.responses_exchange]
     will_declare(queues, exchanges)
+    spawned = time.time()  # the first process is started: for the time with start-up included
     try:
         with Processes(log_dir) as procs:
             worker_procs = [procs.start(f"worker-{tag}-{i}", [*module, "worker", "--prefix", prefix,
@@ -279,7 +280,7 @@ def run(load: Load, log_dir: Path, *, workers: int = 2, prefetch: int = 64, tag:
         contender="raw", load=load, seconds=data["t_end"] - data["t0"], workflows=data["workflows"],
         jobs=data["jobs"], step_latency_ms=summary_ms(data["step_latency"]),
         handler_gap_ms=summary_ms(gaps) if load.timed else None, e2e_ms=summary_ms(data["e2e"]),
-        rss_mb=rss.samples, cpu_s=cpu,
+        rss_mb=rss.samples, cpu_s=cpu, extra={"with_startup_s": round(data["t_end"] - spawned, 4)},
     )
 
 

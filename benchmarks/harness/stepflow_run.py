@@ -55,6 +55,7 @@ def run(load: Load, log_dir: Path, *, store: str = "sqlite", workers: int = 2, p
     reader = None
     completed: dict[str, float] = {}
     will_declare(queues, exchanges)
+    spawned = time.time()  # before the store is opened and the first process started (start-up included)
     try:
         if schema:
             pg_schema("create", schema)
@@ -126,7 +127,8 @@ def run(load: Load, log_dir: Path, *, store: str = "sqlite", workers: int = 2, p
         e2e_ms=summary_ms(e2e), rss_mb=rss.samples, cpu_s=cpu,
         extra={"backend_stats": data["stats"], "store": store, "harness_cpu_s": round(harness_cpu, 3),
                "backend_env": backend_env or {}, "duplicate_completions": data["completions"] - load.jobs,
-               "duplicate_orders": data["orders"] - load.jobs, "stages": data.get("stages", {})},
+               "duplicate_orders": data["orders"] - load.jobs, "stages": data.get("stages", {}),
+               "with_startup_s": round(max(completed.values()) - spawned, 4)},
     )
 
 

@@ -318,6 +318,8 @@ class Backend:
         if self.after_store is not None:
             self.after_store()
 
+    stored = _stored  # public: a caller that writes through `in_store` wakes the outbox and hooks
+
     # --- inbox -------------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:

@@ -56,6 +56,17 @@ class _Stale(Exception):
     """A command was rejected by a cached aggregate that is behind the store."""
 
 
+class Start(msgspec.Struct, frozen=True, kw_only=True):
+    """One start of a batch (`WorkflowEngine.start_workflows`): `start_workflow`'s arguments."""
+
+    definition: WorkflowDefinition
+    parameters: dict[str, Any] = {}
+    workflow_id: UUID | None = None
+    labels: tuple[str, ...] = ()
+    actor: str | None = None
+    cause: str | None = None
+
+
 class WorkflowEngine(Application[UUID]):
     name = "stepflow"
     env: ClassVar[dict[str, str]] = {
@@ -121,6 +132,62 @@ class WorkflowEngine(Application[UUID]):
         self._remember(number, workflow_id)  # its jobs' answers will ask
         log.info("workflow_started", workflow_id=str(workflow_id), definition=definition.identifier)
         return workflow_id
+
+    def start_workflows(self, starts: Sequence[Start]) -> list[UUID | Exception]:
+        """Many starts in ONE transaction; per start, its id or the error it alone would raise.
+
+        Each item keeps `start_workflow`'s meaning: bad parameters give a `DefinitionError` and
+        store nothing for that item; a retried start (same `workflow_id` and `cause`) answers
+        its id; another start under an existing id is `Rejected`. The common case (every id new,
+        every number free) is one `save`; a conflict of any kind falls back to starting the
+        remaining items one by one, which sorts out which item clashed and draws new numbers.
+        """
+        results: list[UUID | Exception | None] = [None] * len(starts)
+        batch: list[tuple[int, int, Workflow, ev.WorkflowNumbered]] = []  # (item, number, ...)
+        ids: dict[UUID, int] = {}
+        numbers: set[int] = set()
+        now = utcnow()
+        for i, start in enumerate(starts):
+            workflow_id = start.workflow_id or uuid.uuid4()
+            if workflow_id in ids:  # the same id twice in one batch: the second is a retry or a clash
+                first = starts[ids[workflow_id]]
+                results[i] = (workflow_id if start.cause is not None and start.cause == first.cause
+                              else Rejected(f"workflow {workflow_id} already exists"))
+                continue
+            number = wire.new_number()
+            while number in numbers:
+                number = wire.new_number()
+            try:
+                workflow = Workflow.start(workflow_id, start.definition, dict(start.parameters or {}), now=now,
+                                          labels=start.labels, actor=start.actor, cause=start.cause, number=number)
+            except Exception as error:  # noqa: BLE001  DefinitionError, or anything else: this item's answer
+                results[i] = error
+                continue
+            ids[workflow_id] = i
+            numbers.add(number)
+            numbered = ev.WorkflowNumbered(originator_id=wire.number_stream_id(number), originator_version=1,
+                                           timestamp=now, workflow_id=workflow_id)
+            batch.append((i, number, workflow, numbered))
+        try:
+            if batch:
+                self.save(*(w for _, _, w, _ in batch), *(n for _, _, _, n in batch))
+        except RecordConflictError:
+            log.info("start_batch_conflict", starts=len(batch))
+            for i, _, workflow, _ in batch:
+                start = starts[i]
+                try:
+                    results[i] = self.start_workflow(start.definition, start.parameters, workflow_id=workflow.id,
+                                                     labels=start.labels, actor=start.actor, cause=start.cause)
+                except Exception as error:  # noqa: BLE001  this item's answer (Rejected, GaveUp...)
+                    results[i] = error
+        else:
+            for i, number, workflow, _ in batch:
+                self._remember(number, workflow.id)
+                results[i] = workflow.id
+            if batch:
+                log.info("workflows_started", count=len(batch))
+        assert all(r is not None for r in results)
+        return results  # type: ignore[return-value]
 
     def execute(self, commands: Sequence[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
         """Run commands in order and store every resulting event, and `also`, in one transaction."""

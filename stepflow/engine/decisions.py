@@ -18,7 +18,7 @@ Nothing is decided while the workflow is paused, stopped, deleted or finished.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -55,7 +55,8 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
     _retries(state, emit)
     if out:
         return out
-    for step_state in sorted(state.steps.values(), key=lambda s: s.order):
+    frontier = state.frontier
+    for step_state in sorted((state.steps[s] for s in frontier.steps_to_decide()), key=lambda s: s.order):
         step = state.definition.step(step_state.step_id)
         if step_state.status == "waiting":
             _maybe_start(state, step, step_state, emit)
@@ -63,11 +64,11 @@ def decide(state: WorkflowState, now: datetime) -> list[ev.Event]:
             _maybe_finish(state, step, step_state, emit)
     if out:
         return out
-    failed = [s for s in state.steps.values() if s.status == "error"]
+    failed = [state.steps[s] for s in frontier.steps_with("error")]
     if failed:
         first = min(failed, key=lambda s: s.order)
         emit(ev.WorkflowFailed, reason=workflow_failure(first.step_id, first.reason))
-    elif all(s.status in STEP_DONE for s in state.steps.values()):
+    elif sum(len(frontier.steps_with(status)) for status in STEP_DONE) == len(state.steps):
         emit(ev.WorkflowCompleted)
     return out
 
@@ -106,7 +107,7 @@ def retryable(state: WorkflowState, job: JobState) -> bool:
 
 
 def _retries(state: WorkflowState, emit: Emit) -> None:
-    for job in list(state.jobs.values()):
+    for job in [state.jobs[job_id] for job_id in state.frontier.jobs_to_retry()]:
         if job.status == "retry_requested":
             delay = 0.0
         elif retryable(state, job):
@@ -130,9 +131,7 @@ def template_scope(state: WorkflowState, *, item: Any = _UNBOUND, run: bool = Fa
     """
     scope: dict[str, Any] = {
         "workflow": state.parameters,
-        "steps": {
-            s.step_id: {"outputs": s.outputs} for s in state.steps.values() if s.status == "completed"
-        },
+        "steps": _CompletedSteps(state.steps),
     }
     if item is not _UNBOUND:
         scope["item"] = item
@@ -140,6 +139,31 @@ def template_scope(state: WorkflowState, *, item: Any = _UNBOUND, run: bool = Fa
         scope["run"] = {"id": str(state.id), "status": state.status, "reason": state.reason or "",
                         "definition": state.definition.identifier, "version": state.definition.version}
     return scope
+
+
+class _CompletedSteps(Mapping[str, dict[str, Any]]):
+    """`{steps.S.outputs.NAME}`: the completed steps, looked up when a template reads one.
+
+    A view, not a copy: building the dict of every completed step's outputs for each step
+    that starts made a long workflow's steps cost O(steps) each. Validation only lets a
+    template read `steps.S.outputs.NAME`, so this view itself never ends up in a job."""
+
+    __slots__ = ("_steps",)
+
+    def __init__(self, steps: Mapping[str, StepState]) -> None:
+        self._steps = steps
+
+    def __getitem__(self, step_id: str) -> dict[str, Any]:
+        step = self._steps.get(step_id)
+        if step is None or step.status != "completed":
+            raise KeyError(step_id)
+        return {"outputs": step.outputs}
+
+    def __iter__(self) -> Iterator[str]:
+        return (step_id for step_id, step in self._steps.items() if step.status == "completed")
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
 
 
 def _maybe_start(state: WorkflowState, step: StepDefinition, step_state: StepState, emit: Emit) -> None:

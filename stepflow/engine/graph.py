@@ -12,23 +12,38 @@ from stepflow.engine.model import DefinitionError, WorkflowDefinition
 
 def topological_order(definition: WorkflowDefinition) -> list[str]:
     """Step ids, parents first, ties in definition order; a cycle is a `DefinitionError`."""
+    # In rounds: every step whose parents are all placed, in definition order, then the next
+    # round. Counted, not rescanned (Kahn's algorithm by levels): a 1,000-step chain took
+    # a fifth of a second with a scan of every remaining step per round.
     index = {step.id: i for i, step in enumerate(definition.steps)}
-    remaining = {step.id: set(step.parents) for step in definition.steps}
+    waiting = {step.id: len(set(step.parents)) for step in definition.steps}
+    children: dict[str, list[str]] = {step.id: [] for step in definition.steps}
+    for step in definition.steps:
+        for parent in set(step.parents):
+            if parent in children:
+                children[parent].append(step.id)
+            else:
+                waiting[step.id] -= 1  # an unknown parent: validation's to refuse, not the order's
     order: list[str] = []
-    while remaining:
-        ready = sorted((s for s, ps in remaining.items() if not ps), key=index.__getitem__)
-        if not ready:
-            cycle = sorted(remaining, key=index.__getitem__)
-            first = cycle[0]
-            raise DefinitionError(
-                f"$.steps[{index[first]}].parents",
-                f"cycle between steps {', '.join(repr(s) for s in cycle)}",
-            )
+    ready = [s for s, n in waiting.items() if n == 0]
+    while ready:
+        ready.sort(key=index.__getitem__)
+        order.extend(ready)
+        following = []
         for step_id in ready:
-            order.append(step_id)
-            del remaining[step_id]
-        for parents in remaining.values():
-            parents.difference_update(ready)
+            for child in children[step_id]:
+                waiting[child] -= 1
+                if waiting[child] == 0:
+                    following.append(child)
+        ready = following
+    if len(order) < len(index):
+        placed = set(order)
+        cycle = sorted((s for s in index if s not in placed), key=index.__getitem__)
+        first = cycle[0]
+        raise DefinitionError(
+            f"$.steps[{index[first]}].parents",
+            f"cycle between steps {', '.join(repr(s) for s in cycle)}",
+        )
     return order
 
 

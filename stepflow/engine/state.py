@@ -21,6 +21,7 @@ from stepflow.engine.graph import topological_order
 from stepflow.engine.model import WorkflowDefinition
 from stepflow.engine.statuses import (
     JOB_HALTABLE,
+    STEP_DONE,
     STEP_OPEN,
     JobStatus,
     StepStatus,
@@ -62,7 +63,8 @@ class StepState(msgspec.Struct, kw_only=True):
     reason: str | None = None
 
 
-class WorkflowState(msgspec.Struct, kw_only=True):
+class WorkflowState(msgspec.Struct, kw_only=True, dict=True):
+    # dict=True: room for `Frontier`, an index derived from the fields and never stored
     id: UUID
     version: int
     definition: WorkflowDefinition
@@ -82,6 +84,90 @@ class WorkflowState(msgspec.Struct, kw_only=True):
 
     def current_jobs(self, step_id: str) -> list[JobState]:
         return [self.jobs[job_id] for job_id in self.steps[step_id].jobs]
+
+    @property
+    def frontier(self) -> Frontier:
+        """What `decide` looks at, kept up to date by `evolve` (built on first use)."""
+        frontier: Frontier | None = self.__dict__.get("_frontier")
+        if frontier is None:
+            frontier = self.__dict__["_frontier"] = Frontier(self)
+        return frontier
+
+
+ATTENTION: frozenset[str] = frozenset({"error", "retry_requested"})  # jobs `decide` may retry
+
+
+class Frontier:
+    """The few steps and jobs `decide` can act on, so that deciding costs what is open, not
+    what the history holds: a 1,000-step workflow scanned 1,000 steps and every job it ever
+    had after each event (three decisions per step: O(steps^2) for the whole run).
+
+    Derived from the state and never stored (a snapshot or a copy builds it again on first
+    use). `evolve` updates it for the events that change a step's or a job's status and
+    drops it for any other event (a stop or a delete touches every step; an event type added
+    later is safe until it is taught here).
+    """
+
+    __slots__ = ("attention", "by_status", "children", "parents", "positions", "ready", "status_of")
+
+    def __init__(self, state: WorkflowState) -> None:
+        steps = state.definition.steps
+        self.parents: dict[str, tuple[str, ...]] = {step.id: tuple(step.parents) for step in steps}
+        self.children: dict[str, list[str]] = {step.id: [] for step in steps}
+        for step in steps:
+            for parent in step.parents:
+                self.children[parent].append(step.id)
+        self.status_of: dict[str, str] = {}
+        self.by_status: dict[str, set[str]] = {}
+        self.ready: set[str] = set()  # waiting steps whose parents are all done
+        for step_id in state.steps:
+            self._place(state, step_id)
+        for step_id in state.steps:
+            self._check_ready(state, step_id)
+        self.positions: dict[str, int] = {job_id: i for i, job_id in enumerate(state.jobs)}  # submission order
+        self.attention: set[str] = {j.job_id for j in state.jobs.values() if j.status in ATTENTION}
+
+    def steps_to_decide(self) -> set[str]:
+        """Processing steps and waiting steps that may start."""
+        return self.ready | self.by_status.get("processing", set())
+
+    def jobs_to_retry(self) -> list[str]:
+        """Errored jobs and jobs an operator asked to retry, in submission order."""
+        return sorted(self.attention, key=self.positions.__getitem__)
+
+    def steps_with(self, status: str) -> set[str]:
+        return self.by_status.get(status, set())
+
+    def step_changed(self, state: WorkflowState, step_id: str) -> None:
+        self._place(state, step_id)
+        self._check_ready(state, step_id)
+        for child in self.children[step_id]:
+            self._check_ready(state, child)
+
+    def job_changed(self, state: WorkflowState, job_id: str) -> None:
+        if job_id not in self.positions:
+            self.positions[job_id] = len(self.positions)
+        if state.jobs[job_id].status in ATTENTION:
+            self.attention.add(job_id)
+        else:
+            self.attention.discard(job_id)
+
+    def _place(self, state: WorkflowState, step_id: str) -> None:
+        status = state.steps[step_id].status
+        old = self.status_of.get(step_id)
+        if old == status:
+            return
+        if old is not None:
+            self.by_status[old].discard(step_id)
+        self.by_status.setdefault(status, set()).add(step_id)
+        self.status_of[step_id] = status
+
+    def _check_ready(self, state: WorkflowState, step_id: str) -> None:
+        if state.steps[step_id].status == "waiting" and all(
+                state.steps[p].status in STEP_DONE for p in self.parents[step_id]):
+            self.ready.add(step_id)
+        else:
+            self.ready.discard(step_id)
 
 
 def initial_state(event: ev.WorkflowStarted) -> WorkflowState:
@@ -112,7 +198,32 @@ def evolve(state: WorkflowState | None, event: ev.Event) -> WorkflowState:
         if digest is not None:
             state.digests[event.cause] = digest
     _apply(event, state)
+    frontier: Frontier | None = state.__dict__.get("_frontier")
+    if frontier is not None:
+        _follow(frontier, event, state)
     return state
+
+
+# Events that change no step's status and at most their own job's.
+_JOB_ONLY = (ev.JobProgressed, ev.JobCompleted, ev.JobErrored, ev.JobTimedOut, ev.JobUnroutable, ev.JobStopped,
+             ev.JobRetryScheduled, ev.LateAnswerReceived, ev.WorkflowPaused, ev.WorkflowResumed,
+             ev.WorkflowCompleted, ev.WorkflowFailed)
+_STEP_ONLY = (ev.StepCompleted, ev.StepSkipped, ev.StepFailed)
+
+
+def _follow(frontier: Frontier, event: ev.Event, state: WorkflowState) -> None:
+    """Keep the frontier right after `event`, or drop it (rebuilt when next asked for)."""
+    if isinstance(event, _STEP_ONLY):
+        frontier.step_changed(state, event.step_id)
+    elif isinstance(event, ev.JobSubmitted | ev.JobRetryRequested):
+        frontier.job_changed(state, event.job_id)
+        frontier.step_changed(state, state.jobs[event.job_id].step_id)
+    elif isinstance(event, _JOB_ONLY):
+        job_id = getattr(event, "job_id", None)
+        if job_id is not None:
+            frontier.job_changed(state, job_id)
+    else:
+        del state.__dict__["_frontier"]
 
 
 @singledispatch

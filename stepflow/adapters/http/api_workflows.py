@@ -13,6 +13,8 @@ from starlette.responses import Response
 from stepflow.adapters.http import rights
 from stepflow.adapters.http.errors import ApiError, decode_body, decode_query, json_response
 from stepflow.adapters.http.schemas import (
+    BatchStarted,
+    BatchStartRequest,
     Done,
     History,
     Started,
@@ -26,6 +28,7 @@ from stepflow.adapters.http.schemas import (
 from stepflow.adapters.http.services import Services
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
+from stepflow.engine.application import Start
 from stepflow.engine.definitions import DefinitionError, WorkflowDefinition
 from stepflow.engine.parameters import resolve_parameters
 from stepflow.engine.statuses import WORKFLOW_STATUSES
@@ -36,6 +39,7 @@ from stepflow.projections.history import timeline
 IDEMPOTENCY_NAMESPACE = UUID("6c1f3a0e-2b7d-4f51-9e0c-4a8d2b6e7f13")
 _start_decoder = msgspec.json.Decoder(StartRequest)
 _stop_decoder = msgspec.json.Decoder(StopRequest)
+_batch_decoder = msgspec.json.Decoder(BatchStartRequest)
 
 
 def services_of(request: Request) -> Services:
@@ -114,6 +118,62 @@ async def start_workflow(request: Request) -> Response:
     started = Started(workflow_id=str(workflow_id), definition=definition.identifier, version=definition.version,
                       notification_id=position)
     return json_response(started, 201, headers={"Location": f"/api/workflows/{workflow_id}"})
+
+
+async def start_workflows(request: Request) -> Response:
+    """`POST /api/workflows:batch`: every item is checked (definition, right, parameters) before
+    anything is stored, then all are stored in one transaction. With an `Idempotency-Key`, item
+    i gets the id the key and its index name, so the same request repeated starts nothing new."""
+    s = services_of(request)
+    principal = rights.authenticate(request, s)
+    body = await decode_body(request, _batch_decoder)
+    key = request.headers.get("idempotency-key")
+    if key and len(key) > 200:
+        raise ApiError(422, "Idempotency-Key is longer than 200 characters", "header.Idempotency-Key")
+    definitions: list[WorkflowDefinition] = []
+    for i, item in enumerate(body.starts):
+        definition = s.catalog.get(item.definition, item.version)
+        if definition is None:
+            if s.catalog.get(item.definition) is None:
+                raise ApiError(404, f"no stored definition {item.definition!r}", f"$.starts[{i}].definition")
+            raise ApiError(404, f"definition {item.definition!r} has no version {item.version!r}",
+                           f"$.starts[{i}].version")
+        definitions.append(definition)
+    checked: set[tuple[str, str]] = set()
+    for definition in definitions:
+        if (definition.identifier, definition.version) not in checked:
+            await rights.require(request, s, principal, "create", definition)
+            checked.add((definition.identifier, definition.version))
+    starts = []
+    for i, (item, definition) in enumerate(zip(body.starts, definitions, strict=True)):
+        try:
+            resolve_parameters(definition, item.parameters)  # as the engine will: refuse before storing any
+        except DefinitionError as error:
+            raise ApiError(422, error.reason, error.path.replace("$", f"$.starts[{i}]", 1)) from None
+        options: dict[str, Any] = {}
+        if key:
+            options["workflow_id"] = uuid.uuid5(IDEMPOTENCY_NAMESPACE, f"{principal.user}\0{key}\0{i}")
+            options["cause"] = f"http:{principal.user}:{key}#{i}"
+        starts.append(Start(definition=definition, parameters=dict(item.parameters), labels=item.labels,
+                            actor=principal.user, **options))
+    answers, position = await s.start_many(starts)
+    for i, answer in enumerate(answers):
+        if isinstance(answer, DefinitionError):
+            raise ApiError(422, answer.reason, answer.path.replace("$", f"$.starts[{i}]", 1))
+        if isinstance(answer, Rejected):
+            raise ApiError(409, f"start {i}: {answer}", f"$.starts[{i}]")
+        if isinstance(answer, Exception):
+            raise answer
+    if key:
+        for i, (item, definition, answer) in enumerate(zip(body.starts, definitions, answers, strict=True)):
+            assert isinstance(answer, UUID)
+            try:
+                await _same_request_or_conflict(s, answer, key, definition, dict(item.parameters), item.labels)
+            except ApiError as error:
+                raise ApiError(409, f"start {i}: {error.message}", error.field) from None
+    items = tuple(Started(workflow_id=str(answer), definition=definition.identifier, version=definition.version,
+                          notification_id=position) for answer, definition in zip(answers, definitions, strict=True))
+    return json_response(BatchStarted(items=items, notification_id=position), 201)
 
 
 async def _same_request_or_conflict(s: Services, workflow_id: UUID, key: str, definition: WorkflowDefinition,

@@ -79,6 +79,14 @@ ENDPOINTS: tuple[Endpoint, ...] = (
                                           "the same key with another body is a 409")),),
              extra={"error_text": {409: "refused: the workflow exists, or the Idempotency-Key was used for "
                                         "another request"}}),
+    Endpoint("POST", "/api/workflows:batch", w.start_workflows,
+             "Start several workflows in one transaction (all checked first; none stored if one is bad)",
+             "workflows", (201, s.BatchStarted), body=s.BatchStartRequest, errors=(400, 401, 403, 404, 409, 413, 422),
+             headers=(("Idempotency-Key", ("repeat a batch safely: the same key and body start the same workflows "
+                                          "(start i gets the id of the key and i); another body is a 409")),),
+             extra={"error_text": {409: "refused: a start's workflow exists, or the Idempotency-Key was used for "
+                                        "another request", 422: "a start is invalid: `field` names it "
+                                        "(`$.starts[i]...`); nothing was stored"}}),
     Endpoint("GET", "/api/workflows", w.list_workflows, "Workflows, newest first, filtered and paginated",
              "workflows", (200, s.WorkflowList), query=s.WorkflowQuery, errors=(401, 422)),
     Endpoint("GET", "/api/workflows/{workflow_id}", w.get_workflow, "A workflow with its steps and jobs",

@@ -50,6 +50,16 @@ class StartRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     labels: Annotated[tuple[Label, ...], Meta(max_length=50)] = ()
 
 
+MAX_BATCH_STARTS = 1000
+
+
+class BatchStartRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Several starts stored in one transaction: all are checked first, and one bad item
+    (its index in the error's field) stores none of them."""
+
+    starts: Annotated[tuple[StartRequest, ...], Meta(min_length=1, max_length=MAX_BATCH_STARTS)]
+
+
 class StopRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     reason: Reason = ""
 
@@ -98,6 +108,13 @@ class Started(msgspec.Struct, frozen=True, kw_only=True):
     definition: str
     version: str
     notification_id: int
+
+
+class BatchStarted(msgspec.Struct, frozen=True, kw_only=True):
+    """The started workflows, in the order of the request's `starts`."""
+
+    items: tuple[Started, ...]
+    notification_id: int  # a log position that includes every start of the batch
 
 
 class Done(msgspec.Struct, frozen=True, kw_only=True):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 from uuid import UUID
@@ -22,10 +22,11 @@ from starlette.concurrency import run_in_threadpool
 from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.adapters.http.queues import QueueDepths
+from stepflow.adapters.start_batch import StartBatcher
 from stepflow.adapters.worker_control import ORDERS, direct_order
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
-from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.application import Start, WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.projections import ProjectionRunner, ViewStore
 
@@ -33,6 +34,7 @@ log = structlog.get_logger("stepflow.http")
 T = TypeVar("T")
 DEFINITION_CACHE = 10_000
 READ_YOUR_WRITES_S = 5.0
+VIEW_POLL_S = 0.002  # while a request waits for the views to show its write
 
 
 class Services:
@@ -50,6 +52,9 @@ class Services:
         self._definitions: OrderedDict[str, WorkflowDefinition] = OrderedDict()
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
         self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
+        self.starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
+        self._view_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._view_poller: asyncio.Task[None] | None = None
 
     # --- threads ------------------------------------------------------------------------
 
@@ -73,12 +78,25 @@ class Services:
     # --- commands -----------------------------------------------------------------------
 
     async def start(self, definition: WorkflowDefinition, parameters: dict[str, Any], **kwargs: Any) -> tuple[UUID, int]:
-        """Start a workflow; return its id and a log position that includes its start."""
-        if self.backend is not None:
-            workflow_id: UUID = await self.backend.start_workflow(definition, parameters, **kwargs)
-        else:
-            workflow_id = await self.write(self.engine.start_workflow, definition, parameters, **kwargs)
+        """Start a workflow; return its id and a log position that includes its start.
+
+        Grouped with the other starts under way (`StartBatcher`): one commit for all of them."""
+        workflow_id = await self.starts.start(Start(definition=definition, parameters=parameters, **kwargs))
         return workflow_id, await self.settled()
+
+    async def start_many(self, starts: list[Start]) -> tuple[list[UUID | Exception], int]:
+        """Start several workflows in one commit; each one's id or error, and a log position
+        that includes them."""
+        answers = await self.starts.settle(starts)
+        return answers, await self.settled()
+
+    async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
+        if self.backend is not None:
+            # the backend's store thread (its aggregate cache), then wake its outbox
+            answers: list[UUID | Exception] = await self.backend.in_store(self.backend.engine.start_workflows, starts)
+            self.backend.stored()
+            return answers
+        return await self.write(self.engine.start_workflows, starts)
 
     async def command(self, command: cmd.Command) -> int:
         """Run an operator command (raises `Rejected`); return a position that includes it."""
@@ -92,8 +110,42 @@ class Services:
         """Wake the views and wait (briefly) until they show our own last write."""
         position = await self.read(self.engine.max_notification_id)
         self.runner.wake()
-        await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
+        await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
+
+    async def views_reach(self, position: int, timeout: float) -> bool:
+        """Wait until every view has applied `position`; False on timeout.
+
+        One poller for every waiting request (`ViewStore.wait` per request held a thread each
+        and looked every 20 ms, which was most of an HTTP start's time): it reads the views'
+        positions every `VIEW_POLL_S` while anyone waits, and answers all that are reached."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._view_waiters.append((position, future))
+        poller = self._view_poller
+        if poller is None or poller.done() or poller.get_loop() is not asyncio.get_running_loop():
+            self._view_waiters = [(p, f) for p, f in self._view_waiters if f.get_loop() is future.get_loop()]
+            self._view_poller = asyncio.create_task(self._poll_views(), name="stepflow-http-views")
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _poll_views(self) -> None:
+        while self._view_waiters:
+            positions = await self.read(self.store.positions, self.runner.names)
+            reached = min(positions.values(), default=0)
+            waiting = []
+            for position, future in self._view_waiters:
+                if future.done():
+                    continue
+                if position <= reached:
+                    future.set_result(None)
+                else:
+                    waiting.append((position, future))
+            self._view_waiters = waiting
+            if waiting:
+                await asyncio.sleep(VIEW_POLL_S)
 
     async def order_worker(self, instance_id: str, action: str, *, actor: str, request: str) -> int:
         """Send a worker a direct order through the backend's broker, record it (`WorkerOrdered`),
@@ -102,7 +154,7 @@ class Services:
         position: int = await self.write(self.engine.record_worker_order, actor=actor, instance_id=instance_id,
                                          order=ORDERS[action], via="http", request=request)
         self.runner.wake()
-        await self.read(self.store.wait, self.runner.names, position, READ_YOUR_WRITES_S)
+        await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
 
     async def record_refused(self, **fields: Any) -> None:
