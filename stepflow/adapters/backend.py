@@ -58,11 +58,12 @@ from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
+from stepflow.adapters.start_batch import StartBatcher
 from stepflow.adapters.wakeup import woken
 from stepflow.adapters.worker_poll import STATUS_EVERY_S, poll_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
-from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.application import Start, WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
 from stepflow.engine.follower import LogFollower
 from stepflow.engine.ports import BackendBroker, Delivery, StopJob
@@ -117,6 +118,7 @@ class Backend:
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
+        self._starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
         self._drained = asyncio.Event()  # the inbox took a batch short of full: the queues were empty
         self._reached: set[str] = set()  # jobs answered past the outbox position when it became active
         self._tasks: list[asyncio.Task[Any]] = []
@@ -304,9 +306,15 @@ class Backend:
 
     async def start_workflow(self, definition: WorkflowDefinition, parameters: dict[str, Any] | None = None,
                              **kwargs: Any) -> UUID:
-        workflow_id = await self.in_store(self.engine.start_workflow, definition, parameters, **kwargs)
+        """Store a start, in one commit with the others under way (`StartBatcher`)."""
+        labels = tuple(kwargs.pop("labels", ()))
+        return await self._starts.start(Start(definition=definition, parameters=parameters or {},
+                                              labels=labels, **kwargs))
+
+    async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
+        answers: list[UUID | Exception] = await self.in_store(self.engine.start_workflows, starts)
         self._stored()
-        return workflow_id
+        return answers
 
     async def command(self, command: cmd.Command) -> None:
         await self.in_store(self.engine.command, command)
