@@ -20,6 +20,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Self
 
@@ -32,6 +33,7 @@ from fault_workers import FAULT_TYPES
 
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.definitions import build_definition
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.postgres]
 rabbit, procs_factory, postgres_store = amqp_fixtures.rabbit, amqp_fixtures.procs_factory, amqp_fixtures.postgres_store
@@ -246,5 +248,81 @@ def test_the_active_backend_killed_twice_a_standby_takes_over_within_two_seconds
             assert to_lease <= FAILOVER_BOUND_S and to_order <= FAILOVER_BOUND_S, failovers
         assert "Traceback" not in logs and "backend_failed" not in logs, procs.logs()
         assert all(p.terminate() == 0 for p in backends)
+    finally:
+        engine.close()
+
+
+class HookReceiver:
+    """An HTTP endpoint counting the calls to each path (the workflows' end hooks)."""
+
+    def __init__(self) -> None:
+        self.calls: Counter[str] = Counter()
+        lock = threading.Lock()
+        calls = self.calls
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                with lock:
+                    calls[self.path] += 1
+                self.send_response(204)
+                self.end_headers()
+
+            do_GET = do_POST
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_timers_retries_and_hooks_fire_once_with_three_backends(
+        rabbit: Rabbit, postgres_store: str, procs_factory: Callable[[str], Procs]) -> None:
+    """Deadlines, retries with backoff and end hooks belong to the active backend alone: with
+    three backends, each workflow's first attempt times out once, is retried once, and its
+    hook is called once."""
+    procs = procs_factory(postgres_store)
+    engine = open_engine(postgres_store)
+    workflows = 20
+    try:
+        with HookReceiver() as hooks:
+            rabbit.job_types.update(FAULT_TYPES)
+            backends = []
+            for n in range(3):
+                proc = procs.serve(f"serve-{n}", STEPFLOW_LOG_FORMAT="json", STEPFLOW_NOTIFICATION_HOSTS="127.0.0.1")
+                wait_for(lambda p=proc: log_events(p, "backend_started") or not p.alive(), 30, "started", procs.logs)
+                backends.append(proc)
+            procs.worker("w1", FAULT_WORKERS)
+            ready(rabbit, procs, job_completed=1, fault_hang=1)
+            definition = build_definition({
+                "identifier": "lease-timers",
+                "steps": [{"id": "slow", "job_type": "fault_hang", "parameters": {"hang": True}, "timeout_s": 1,
+                           "retry": {"max_attempts": 2, "backoff_s": 0.2}}],
+                "hooks": {"on_completed": [{"url": hooks.url + "/done/{run.id}", "method": "POST"}]},
+            })
+            with Spy(rabbit) as spy:
+                ids = [engine.start_workflow(definition, {}) for _ in range(workflows)]
+                wait_all_final(engine, ids, 60, procs.logs)
+                wait_for(lambda: sum(hooks.calls.values()) >= workflows, 15, "every end hook", procs.logs)
+                time.sleep(0.5)  # a second call or order from another backend would come as quickly
+            timed_out = Counter(e.originator_id for i in ids for e in engine.history(i)
+                                if type(e).__name__ == "JobTimedOut")
+            figures("3 backends, timers and hooks", workflows=workflows, hook_calls=sum(hooks.calls.values()),
+                    timeouts=sum(timed_out.values()), orders=spy.count(), orders_twice=spy.twice())
+            assert hooks.calls == Counter({f"/done/{i}": 1 for i in ids}), hooks.calls
+            assert timed_out == Counter({i: 1 for i in ids}), timed_out
+            assert spy.count() == 2 * workflows and spy.twice() == 0  # each first attempt and its one retry
+            assert all(engine.workflow_state(i).status == "completed" for i in ids)
+            assert all(p.terminate() == 0 for p in backends)
     finally:
         engine.close()

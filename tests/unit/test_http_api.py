@@ -328,6 +328,9 @@ def test_stats_timeline(client: TestClient) -> None:
                                                                "until": "2024-01-01T00:00:00Z"}).json()
     assert reversed_range["bins"] == []
     assert client.get("/api/stats/timeline", params={"until": "yesterday"}).json()["field"] == "query.until"
+    # a bare number would pass as seconds since 1970 without the check (schemathesis found it)
+    epoch = client.get("/api/stats/timeline", params={"until": "124"})
+    assert epoch.status_code == 422 and epoch.json()["field"] == "query.until"
     bad = client.get("/api/stats/timeline", params={"bin": "week"})
     assert bad.status_code == 422 and bad.json()["field"] == "query.bin"
 

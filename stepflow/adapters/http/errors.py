@@ -7,10 +7,12 @@ where the problem is, `$.path` in the JSON body (msgspec's own path) or `query.N
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any, TypeVar
 
 import msgspec
+import msgspec.inspect
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -90,8 +92,27 @@ def decode_query(request: Request, type_: type[T]) -> T:
             if key in params and item.strip() not in valid:
                 raise ApiError(422, f"unknown {what} {item.strip()[:60]!r}; valid: {', '.join(valid)} "
                                     "(one, or several separated by commas)", f"query.{key}")
+    for key in _time_fields(type_) & params.keys():  # type: ignore[arg-type]
+        # non-strict conversion would take a bare number as seconds since 1970: only a
+        # written-out RFC 3339 time is what the schema documents
+        if "-" not in params[key].lstrip("+-"):
+            raise ApiError(422, f"query parameter {key!r} is not an RFC 3339 time (e.g. 2024-05-01T00:00:00Z)",
+                           f"query.{key}")
     try:
         return msgspec.convert(params, type_, strict=False)
     except msgspec.ValidationError as error:
         reason, field = split_path(error, "query")
         raise ApiError(422, reason, field) from None
+
+
+@functools.cache
+def _time_fields(type_: type) -> frozenset[str]:
+    """The fields of a query Struct that hold a datetime (alone or in a union)."""
+    info = msgspec.inspect.type_info(type_)
+    names = set()
+    for field in getattr(info, "fields", ()):
+        kinds = field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        kinds = tuple(k.type if isinstance(k, msgspec.inspect.Metadata) else k for k in kinds)
+        if any(isinstance(kind, msgspec.inspect.DateTimeType) for kind in kinds):
+            names.add(field.encode_name)
+    return frozenset(names)
