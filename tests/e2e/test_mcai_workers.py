@@ -2,9 +2,9 @@
 worker SDK, a Rust core) run stepflow workflows beside a stepflow-SDK worker.
 
 One stack per module, on a vhost of its own (the SDK's names cannot be prefixed): `stepflow
-serve --http` with a token, then TWO mcai workers of `examples/mcai/worker.py` (the same job
-type, started from that folder because the SDK reads ./pyproject.toml), then a `stepflow worker`
-for the example's stepflow step. The backend comes first: an mcai worker signs in over HTTP at
+serve --http` with a token, then TWO mcai workers of `examples/mcai/worker.py` of different job
+types (`job_upper`, `job_words`; started from that folder because the SDK reads
+./pyproject.toml), then a `stepflow worker` for the example's stepflow step. The backend comes first: an mcai worker signs in over HTTP at
 start and exits 1 if that fails. The tests run in file order and share the stack; the last one
 ends a worker.
 
@@ -40,7 +40,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.integration, pytest.mark.rabbitmq]
 
 MCAI = ROOT / "examples" / "mcai"
 WORKFLOW = MCAI / "workflow.toml"
-JOB_TYPE = "job_upper"  # the mcai workers' AMQP_QUEUE
+JOB_TYPE, WORDS = "job_upper", "job_words"  # the two mcai workers' AMQP_QUEUE
 LABEL, VERSION = "upper_worker", "1.0.0"  # examples/mcai/pyproject.toml
 TOKEN, USER = "mcai-e2e-token-0123456789", "mcai-bot"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -70,13 +70,14 @@ def _reset_signals() -> None:
 class McaiWorker:
     """`python worker.py` from examples/mcai, as a Media Cloud AI user starts it."""
 
-    def __init__(self, name: str, vhost: str, backend: str, log_dir: Path) -> None:
+    def __init__(self, name: str, vhost: str, backend: str, log_dir: Path, queue: str = JOB_TYPE) -> None:
         self.name = name
+        self.queue = queue
         self.log_path = log_dir / f"{name}.log"
         self._log = self.log_path.open("ab")
         env = {k: v for k, v in os.environ.items() if not k.startswith(("STEPFLOW_", "AMQP_", "BACKEND_"))}
         env.update(AMQP_TLS="false", AMQP_HOSTNAME="127.0.0.1", AMQP_PORT="5672", AMQP_USERNAME="guest",
-                   AMQP_PASSWORD="guest", AMQP_VHOST=vhost, AMQP_QUEUE=JOB_TYPE, BACKEND_HOSTNAME=backend,
+                   AMQP_PASSWORD="guest", AMQP_VHOST=vhost, AMQP_QUEUE=queue, BACKEND_HOSTNAME=backend,
                    BACKEND_USERNAME=USER, BACKEND_PASSWORD=TOKEN, RUST_LOG="info", PYTHONUNBUFFERED="1",
                    # an order it rejects comes back from job_delayed twice (5 s each), not six times
                    MESSAGE_TTL_LIMIT="1")
@@ -142,9 +143,12 @@ class Stack:
     responses: Spy
     direct: Spy
     http: httpx.Client
+    vhost: str
+    log_dir: Path
+    started: list[Any]  # every process, stopped at the end (those a test adds too)
 
     def logs(self) -> str:
-        parts = [f"--- {p.name} ---\n{p.log()[-3000:]}" for p in (self.serve, self.worker)]
+        parts = [f"--- {p.name} ---\n{p.log()[-3000:]}" for p in self.started if isinstance(p, Proc)]
         parts += [f"--- {w.name} (rc {w.popen.poll()}) ---\n{w.log()[-3000:]}" for w in self.mcai]
         return "\n".join(parts)
 
@@ -174,9 +178,9 @@ class Stack:
     def mcai_workers(self) -> dict[str, dict[str, Any]]:
         return {w["instance_id"]: w for w in self.workers() if w["label"] == LABEL}
 
-    def wire_orders(self, message: str) -> list[Spied]:
-        """Orders sent to the mcai job type with this `message` parameter."""
-        return [o for o in self.orders.seen() if o.routing_key == JOB_TYPE and isinstance(o.body, dict)
+    def wire_orders(self, message: str, job_type: str = JOB_TYPE) -> list[Spied]:
+        """Orders sent to an mcai job type with this `message` parameter."""
+        return [o for o in self.orders.seen() if o.routing_key == job_type and isinstance(o.body, dict)
                 and any(p.get("id") == "message" and p.get("value") == message for p in o.body.get("parameters", []))]
 
     def instance_of(self, wire_job_id: int) -> str | None:
@@ -186,15 +190,16 @@ class Stack:
                 return str(r.body["docker_container_id"])
         return None
 
-    def running_on(self, workflow_id: str, message: str) -> tuple[int, str]:
+    def running_on(self, workflow_id: str, message: str, step: str = "shout") -> tuple[int, str]:
         """(wire job id, instance) of the one order with this message, once it runs and the
         backend has stored its progressions (the worker's 10 comes after the SDK's 0, which
         names the instance)."""
+        job_type = JOB_TYPE if step == "shout" else WORDS
 
         def running() -> tuple[int, str] | None:
-            orders = self.wire_orders(message)
+            orders = self.wire_orders(message, job_type)
             instance = self.instance_of(orders[0].body["job_id"]) if len(orders) == 1 else None
-            jobs = [j for j in self.view(workflow_id)["jobs"] if j["step_id"] == "shout"]
+            jobs = [j for j in self.view(workflow_id)["jobs"] if j["step_id"] == step]
             stored = [j["progression"] for j in jobs] == [10]
             return (orders[0].body["job_id"], instance) if instance and stored else None
 
@@ -244,13 +249,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         http.base_url = httpx.URL(url)
         wait_until(lambda: http.get("/readyz").status_code == 200, 30, "serve ready", serve.log)
         asyncio.run(rabbit.channel_do(_bind_spies))
-        mcai = [McaiWorker(f"mcai-{n}", vhost, f"{url}/api", log_dir) for n in (1, 2)]
+        mcai = [McaiWorker("mcai-upper", vhost, f"{url}/api", log_dir, JOB_TYPE),
+                McaiWorker("mcai-words", vhost, f"{url}/api", log_dir, WORDS)]
         started.extend(mcai)
         worker = Proc("worker", ["worker", f"{MCAI / 'workers.py'}:join", "--instance-id", "join-1",
                                  "--heartbeat", "1"], rabbit.env(), log_dir)
         started.append(worker)
         yield Stack(rabbit, store, url, serve, worker, mcai, Spy(rabbit, "spy_orders"),
-                    Spy(rabbit, "spy_responses"), Spy(rabbit, "spy_direct"), http)
+                    Spy(rabbit, "spy_responses"), Spy(rabbit, "spy_direct"), http, vhost, log_dir, started)
     finally:
         http.close()
         for proc in reversed(started):  # the workers first, the backend last: it records their ends
@@ -260,48 +266,62 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         rabbitmqctl("delete_vhost", vhost)
 
 
-def test_a_both_mcai_workers_start_and_are_listed(stack: Stack) -> None:
-    # the SDK consumes its job queue only after its HTTP start-up (sessions, step_flow, blacklist)
-    asyncio.run(stack.rabbit.wait_depth(JOB_TYPE, consumers=2, timeout=30))
-    asyncio.run(stack.rabbit.wait_depth("mcai_join", consumers=1, timeout=30))
-    assert all(w.popen.poll() is None for w in stack.mcai), stack.logs()
-    listed = wait_until(lambda: len(stack.mcai_workers()) == 2 and stack.mcai_workers(), 20,
-                        "both mcai workers in GET /api/workers", lambda: json.dumps(stack.workers()) + stack.logs())
-    assert [(w["job_type"], w["version"], w["sdk_version"], w["status"]) for w in listed.values()] == [
-        (JOB_TYPE, VERSION, "2.2.1", "alive")] * 2, listed
-    assert {w["description"] for w in listed.values()} == {
-        "Upper-cases a message: an unmodified Media Cloud AI worker serving stepflow"}
-    cli = subprocess.run([sys.executable, "-m", "stepflow", "workers", "--json", "--store", stack.store],
-                         env=stack.rabbit.env(), cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
-    in_cli = {row["instance_id"]: row for row in map(json.loads, cli.stdout.splitlines())}
-    assert set(listed) <= set(in_cli), cli.stdout
+def mcai_worker(stack: Stack, name: str, queue: str) -> McaiWorker:
+    """One more unmodified mcai worker in the stack (stopped at the end with the others)."""
+    worker = McaiWorker(name, stack.vhost, f"{stack.url}/api", stack.log_dir, queue)
+    stack.mcai.append(worker)
+    stack.started.append(worker)
+    return worker
 
 
-def test_b_a_workflow_passes_mcai_outputs_to_a_stepflow_step_and_fans_out_on_both(stack: Stack) -> None:
-    words = ["sleep1", "sleep1", "media", "cloud"]  # the two slow ones hold one worker each
-    workflow_id = stack.start(message="hello", words=words)
-    view = stack.wait_final(workflow_id)
-    assert view["workflow"]["status"] == "completed", json.dumps(view["jobs"], indent=1) + stack.logs()
-
+def events(stack: Stack, workflow_id: str) -> list[Any]:
     from stepflow.adapters.persistence import open_engine
 
     engine = open_engine(stack.store)
     try:
-        state = engine.workflow_state(uuid.UUID(workflow_id))
-        progressed = amqp_fixtures.event_counts(engine, uuid.UUID(workflow_id))["JobProgressed"]
+        return list(engine.history(uuid.UUID(workflow_id)))
     finally:
         engine.close()
-    assert state.steps["shout"].outputs == {"upper": "HELLO"}
-    assert state.steps["join"].outputs == {"sentence": "HELLO: SLEEP1 SLEEP1 MEDIA CLOUD", "count": 4}
-    assert progressed >= 5 + 1, progressed  # each mcai job says 0, 10 and 100; the join 50
 
-    mcai_orders = [o for o in stack.orders.seen() if o.routing_key == JOB_TYPE]
-    for order in mcai_orders:  # as the SDK needs them: a u64 id, only the parameters it declares
+
+def test_a_both_mcai_workers_start_and_are_listed(stack: Stack) -> None:
+    # the SDK consumes its job queue only after its HTTP start-up (sessions, step_flow, blacklist)
+    for queue in (JOB_TYPE, WORDS):
+        asyncio.run(stack.rabbit.wait_depth(queue, consumers=1, timeout=30))
+    asyncio.run(stack.rabbit.wait_depth("mcai_join", consumers=1, timeout=30))
+    assert all(w.popen.poll() is None for w in stack.mcai), stack.logs()
+    listed = wait_until(lambda: len(stack.mcai_workers()) == 2 and stack.mcai_workers(), 20,
+                        "both mcai workers in GET /api/workers", lambda: json.dumps(stack.workers()) + stack.logs())
+    assert sorted((w["job_type"], w["version"], w["sdk_version"], w["status"]) for w in listed.values()) == [
+        (JOB_TYPE, VERSION, "2.2.1", "alive"), (WORDS, VERSION, "2.2.1", "alive")], listed
+    description = "Upper-cases a message: an unmodified Media Cloud AI worker serving stepflow"
+    assert {w["description"] for w in listed.values()} == {description}
+    cli = subprocess.run([sys.executable, "-m", "stepflow", "workers", "--json", "--store", stack.store],
+                         env=stack.rabbit.env(), cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    in_cli = {row["instance_id"]: row for row in map(json.loads, cli.stdout.splitlines())}
+    assert set(listed) <= set(in_cli) and {in_cli[i]["description"] for i in listed} == {description}, cli.stdout
+
+
+def test_b_a_workflow_passes_outputs_across_two_mcai_job_types_and_a_stepflow_step(stack: Stack) -> None:
+    workflow_id = stack.start(message="hello", words=["sleep1", "media", "cloud"])
+    view = stack.wait_final(workflow_id)
+    assert view["workflow"]["status"] == "completed", json.dumps(view["jobs"], indent=1) + stack.logs()
+    history = events(stack, workflow_id)
+    steps = {e.step_id: e.outputs for e in history if type(e).__name__ == "StepCompleted"}
+    assert steps["shout"] == {"upper": "HELLO"}
+    assert steps["each_word"] == {"upper": ["SLEEP1", "MEDIA", "CLOUD"]}
+    assert steps["join"] == {"sentence": "HELLO: SLEEP1 MEDIA CLOUD", "count": 3}
+    progressed = sum(1 for e in history if type(e).__name__ == "JobProgressed")
+    assert progressed >= 4 * 3 + 1, progressed  # each mcai job says 0, 10 and 100; the join 50
+
+    by_type = {job_type: [o for o in stack.orders.seen() if o.routing_key == job_type and isinstance(o.body, dict)]
+               for job_type in (JOB_TYPE, WORDS)}
+    for order in (*by_type[JOB_TYPE], *by_type[WORDS]):  # as the SDK needs them: a u64 id, only declared parameters
         assert type(order.body["job_id"]) is int and 0 <= order.body["job_id"] < 2**64, order.body
         assert [p["id"] for p in order.body["parameters"]] == ["message"], order.body
-    slow = stack.wire_orders("sleep1")
-    assert len(slow) == 2, [o.body for o in mcai_orders]
-    assert {stack.instance_of(o.body["job_id"]) for o in slow} == set(stack.mcai_workers()), stack.logs()
+    instances = {w["job_type"]: i for i, w in stack.mcai_workers().items()}
+    assert stack.instance_of(stack.wire_orders("hello")[0].body["job_id"]) == instances[JOB_TYPE]
+    assert stack.instance_of(stack.wire_orders("media", WORDS)[0].body["job_id"]) == instances[WORDS]
 
 
 def test_c_an_mcai_job_that_raises_fails_its_step_with_the_workers_text(stack: Stack) -> None:
@@ -317,14 +337,17 @@ def test_c_an_mcai_job_that_raises_fails_its_step_with_the_workers_text(stack: S
     assert text in shown.stdout, shown.stdout + shown.stderr
 
 
-def test_d_a_stop_reaches_only_the_instance_running_the_job(stack: Stack) -> None:
+def test_d_stepflow_stop_reaches_only_the_instance_running_the_job(stack: Stack) -> None:
+    other_id = stack.start(message="go", words=["sleep6"])  # its each_word job runs on the job_words worker
+    other_job, other_on = stack.running_on(other_id, "sleep6", step="each_word")
     stopped_id = stack.start(message="sleep30")
     stopped_job, stopped_on = stack.running_on(stopped_id, "sleep30")
-    other_id = stack.start(message="sleep6")
-    other_job, other_on = stack.running_on(other_id, "sleep6")
-    assert stopped_on != other_on  # prefetch 1: a busy worker takes no second order
+    assert stopped_on != other_on
 
-    assert stack.http.post(f"/api/workflows/{stopped_id}/stop", json={"reason": "e2e"}).status_code == 200
+    stop = subprocess.run([sys.executable, "-m", "stepflow", "stop", stopped_id, "--reason", "e2e", "--store",
+                           stack.store], env=stack.rabbit.env(), cwd=ROOT, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert stop.returncode == 0, stop.stdout + stop.stderr
     assert stack.wait_final(stopped_id, 20)["workflow"]["status"] == "stopped"
     stops = [d for d in stack.direct.seen() if isinstance(d.body, dict) and d.body.get("type") == "stop_process"]
     assert [d.body for d in stops] == [{"type": "stop_process", "job_id": stopped_job, "parameters": []}], stops
@@ -336,7 +359,7 @@ def test_d_a_stop_reaches_only_the_instance_running_the_job(stack: Stack) -> Non
         return [r for r in stack.responses.seen() if r.routing_key == "job_stopped"]
 
     wait_until(answered_stopped, 10, "the worker's job_stopped answer", stack.logs)  # is_stopped() was seen
-    other = [j for j in stack.view(other_id)["jobs"] if j["step_id"] == "shout"]
+    other = [j for j in stack.view(other_id)["jobs"] if j["step_id"] == "each_word"]
     assert [j["status"] for j in other] == ["processing"], other  # the other worker's job runs on
     ended = stack.wait_final(other_id)
     direct = [(d.headers, d.body) for d in stack.direct.seen()]
@@ -373,18 +396,49 @@ def test_e_an_order_the_sdk_refuses_to_validate_ends_as_a_visible_job_error(stac
     assert job["status"] == "error" and "Job TTL has been reached." in (job["error"] or ""), job
 
 
-def test_f_sigterm_an_mcai_worker_shows_it_terminated(stack: Stack) -> None:
+def test_f_an_mcai_worker_killed_mid_job_its_order_comes_back_and_the_workflow_completes(stack: Stack) -> None:
+    workflow_id = stack.start(message="kill", words=["sleep4"])
+    wire_id, running_on = stack.running_on(workflow_id, "sleep4", step="each_word")
+    victim = next(w for w in stack.mcai if w.queue == WORDS and w.popen.poll() is None)
+    victim.popen.kill()  # SIGKILL: no answer, the order goes back to the queue unacked
+    victim.popen.wait(10)
+    replacement = mcai_worker(stack, "mcai-words-2", WORDS)
+    view = stack.wait_final(workflow_id, 60)  # the SDK delays a redelivered order by 5 s
+    assert view["workflow"]["status"] == "completed", json.dumps(view["jobs"], indent=1) + stack.logs()
+    ran_on = {r.body["docker_container_id"] for r in stack.responses.seen()
+              if r.routing_key == "job_progression" and r.body.get("job_id") == wire_id}
+    assert running_on in ran_on and len(ran_on) == 2, ran_on  # the killed worker, then the replacement
+    assert replacement.popen.poll() is None, replacement.log()
+
+
+def test_g_sigterm_an_mcai_worker_and_stepflows_own_worker_serves_its_job_type(stack: Stack) -> None:
     before = stack.mcai_workers()
-    ended = stack.mcai[1]
+    ended = next(w for w in reversed(stack.mcai) if w.queue == WORDS and w.popen.poll() is None)
     ended.popen.send_signal(signal.SIGTERM)
     assert ended.popen.wait(15) == 0, ended.log()
 
     def terminated() -> set[str]:
         return {i for i, w in stack.mcai_workers().items() if w["status"] == "terminated"}
 
-    gone = wait_until(terminated, 15, "a terminated mcai worker in GET /api/workers",
-                      lambda: json.dumps(stack.workers()) + stack.logs())
-    assert len(gone) == 1 and gone <= set(before), gone
-    # the other runs on; an mcai worker announces only at start, so after --gone-after of silence
-    # the view may call it gone, but never terminated
-    assert [w["status"] != "terminated" for i, w in stack.mcai_workers().items() if i not in gone] == [True]
+    gone = wait_until(lambda: len(terminated()) >= 1 and terminated(), 15,
+                      "a terminated mcai worker in GET /api/workers", lambda: json.dumps(stack.workers()) + stack.logs())
+    assert gone <= set(before), gone
+    upper = [i for i, w in stack.mcai_workers().items() if w["job_type"] == JOB_TYPE]
+    assert [stack.mcai_workers()[i]["status"] != "terminated" for i in upper] == [True]
+
+    # the same workflow, job_words now served by stepflow's SDK beside the mcai job_upper worker
+    words = Proc("words", ["worker", f"{MCAI / 'workers.py'}:words", "--instance-id", "words-1", "--heartbeat", "1"],
+                 stack.rabbit.env(), stack.log_dir)
+    stack.started.append(words)
+    workflow_id = stack.start(message="again", words=["stepflow", "sdk"])
+    view = stack.wait_final(workflow_id)
+    assert view["workflow"]["status"] == "completed", json.dumps(view["jobs"], indent=1) + stack.logs()
+    history = events(stack, workflow_id)
+    steps = {e.step_id: e.outputs for e in history if type(e).__name__ == "StepCompleted"}
+    assert steps["join"] == {"sentence": "AGAIN: STEPFLOW SDK", "count": 2}
+    workers = {e.step_id: set() for e in history if type(e).__name__ == "JobSubmitted"}
+    jobs = {e.job_id: e.step_id for e in history if type(e).__name__ == "JobSubmitted"}
+    for e in history:
+        if type(e).__name__ == "JobProgressed" and e.worker:
+            workers[jobs[e.job_id]].add(e.worker)
+    assert workers["shout"] == set(upper) and workers["each_word"] == {"words-1"}, workers
