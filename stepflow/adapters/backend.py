@@ -371,9 +371,14 @@ class Backend:
     # --- inbox -------------------------------------------------------------------------
 
     async def _inbox_loop(self) -> None:
+        # The batch window adapts: a message that came alone means the queues were idle, and
+        # waiting `batch_wait_s` for company would only add to every step's latency; after a
+        # batch of several, the next is given the window to grow (one commit for more).
+        wait = 0.0
         while True:
-            batch = await self.broker.next_batch(self.batch_size, self.batch_wait_s)
+            batch = await self.broker.next_batch(self.batch_size, wait)
             await self.inbox.handle(batch)
+            wait = self.batch_wait_s if len(batch) > 1 else 0.0
             if len(batch) < self.batch_size:
                 self._drained.set()  # what was queued when it became active is stored
 
