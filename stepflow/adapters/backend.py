@@ -77,7 +77,7 @@ TAKEOVER_DRAIN_S = 0.3
 # Orders of that window with no sign of a worker are held back while the workers keep
 # answering some of them (a backlog draining), until a quiet spell or a bound, and only those
 # still unheard of then go out again: a job that was queued or running is not run twice.
-TAKEOVER_QUIET_S = 0.5
+TAKEOVER_QUIET_S = 2.0
 TAKEOVER_GRACE_S = 10.0
 
 # A job with one of these stored has reached a worker (or ended): its order needs no republishing.
