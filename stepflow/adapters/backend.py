@@ -59,29 +59,16 @@ from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.adapters.start_batch import StartBatcher
+from stepflow.adapters.takeover import DRAIN_S, Window
 from stepflow.adapters.wakeup import woken
 from stepflow.adapters.worker_poll import STATUS_EVERY_S, poll_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import Start, WorkflowEngine
 from stepflow.engine.definitions import WorkflowDefinition
-from stepflow.engine.follower import LogFollower
 from stepflow.engine.ports import BackendBroker, Delivery, StopJob
 
 log = structlog.get_logger("stepflow.backend")
-
-# On taking over, how long the inbox may take to store the answers the dead holder left
-# unacked before the outbox republishes its unconfirmed window (they come back at once; an
-# empty queue costs the whole wait, once per take-over).
-TAKEOVER_DRAIN_S = 0.3
-# Orders of that window with no sign of a worker are held back while the workers keep
-# answering some of them (a backlog draining), until a quiet spell or a bound, and only those
-# still unheard of then go out again: a job that was queued or running is not run twice.
-TAKEOVER_QUIET_S = 2.0
-TAKEOVER_GRACE_S = 10.0
-
-# A job with one of these stored has reached a worker (or ended): its order needs no republishing.
-REACHED = ("JobProgressed", "JobCompleted", "JobErrored", "JobStopped", "JobTimedOut", "JobUnroutable")
 
 T = TypeVar("T")
 
@@ -124,11 +111,9 @@ class Backend:
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
         self._starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
-        self._drained = asyncio.Event()
+        self._drained = asyncio.Event()  # the inbox took a batch short of full: the queues were empty
         self._answers_stored = asyncio.Event()
-        self._window: set[str] = set()  # after a take-over: the orders of the dead holder's unconfirmed window
-        self._window_from = 0  # the inbox took a batch short of full: the queues were empty
-        self._reached: set[str] = set()  # jobs answered past the outbox position when it became active
+        self._window = Window(engine)  # what the last active backend left behind (`stepflow.adapters.takeover`)
         self._tasks: list[asyncio.Task[Any]] = []
         self._timeouts = 0
         self.deadlines = deadlines if deadlines is not None else Deadlines()
@@ -241,10 +226,8 @@ class Backend:
             # The answers the dead holder had taken and not acked come back to the queues at
             # once: store them before the outbox decides which orders of its unconfirmed
             # window to publish again, or it cannot see that their jobs already ran.
-            await woken(self._drained, TAKEOVER_DRAIN_S)
-        self._reached = await self.in_outbox_thread(reached_since, self.engine, reader.position)
-        self._window_from = reader.position
-        self._window = await self.in_outbox_thread(submitted_since, self.engine, reader.position) if takeover else set()
+            await woken(self._drained, DRAIN_S)
+        self._window = await Window.open(self.engine, reader.position, self.in_outbox_thread, takeover=takeover)
         self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread)
         self._active_tasks = [
             inbox,
@@ -258,7 +241,7 @@ class Backend:
             self._outbox_wakeup.set()  # a take-over: publish at once what was stored meanwhile
         log.info("lease_acquired", lease=self.lease.name, waited_s=round(waited_s, 3),
                  activate_s=round(time.monotonic() - began, 3), outbox_position=self._outbox.position,
-                 window=len(self._window), reached=len(self._reached))
+                 window=len(self._window.held), reached=len(self._window.reached))
 
     async def _deactivate(self) -> None:
         """Stop every active part: after this, this process publishes, consumes and fires nothing."""
@@ -285,41 +268,13 @@ class Backend:
         await self.broker.connect()
 
     async def _publish(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
-        """Publish, except orders the log shows a worker already took: the previous holder
-        published them, and died (or this process restarted) before it advanced the position.
-        Each such order would only be a duplicate, which a worker that does not remember the
-        job id runs again. Job ids are never reused (a retry is a new id), so this is safe.
-
-        After a take-over, the orders of the dead holder's unconfirmed window (`_window`) that
-        show no sign yet are mostly still queued or running: they are held back while the
-        workers' answers come in, and only those still unheard
-        of are published again (`_unheard_of`). The position cannot pass a held batch (`OutboxPump`), so a
-        crash meanwhile loses nothing; later orders go out at once."""
-        if self._reached:
-            orders = [order for order in orders if order.job_id not in self._reached]
-        held = [order for order in orders if order.job_id in self._window]
-        if not held:
-            await self.dispatch.publish(orders, stops)
-            return
-        await self.dispatch.publish([order for order in orders if order.job_id not in self._window], stops)
-        await self.dispatch.publish(await self._unheard_of(held), [])
-
-    async def _unheard_of(self, held: list[ev.JobSubmitted]) -> list[ev.JobSubmitted]:
-        """The held orders still unheard of once the workers stop answering any of them for
-        `TAKEOVER_QUIET_S` (a queue that held a backlog of them has drained by then), or after
-        `TAKEOVER_GRACE_S` in all."""
-        began = quiet_since = time.monotonic()
-        while held and (now := time.monotonic()) - quiet_since < TAKEOVER_QUIET_S and now - began < TAKEOVER_GRACE_S:
-            self._answers_stored.clear()
-            await woken(self._answers_stored, 0.1)
-            reached = await self.in_outbox_thread(reached_since, self.engine, self._window_from)
-            still = [order for order in held if order.job_id not in reached]
-            if len(still) < len(held):
-                quiet_since = time.monotonic()
-            held = still
-        self._window.difference_update(order.job_id for order in held)
-        log.info("takeover_window_republished", orders=len(held))
-        return held
+        """Publish, except what the last active backend left that a worker already took, and
+        holding back the rest of its window a while (`stepflow.adapters.takeover`)."""
+        now, held = self._window.split(orders)
+        await self.dispatch.publish(now, stops)
+        if held:
+            await self.dispatch.publish(await self._window.unheard_of(held, self.in_outbox_thread,
+                                                                      self._answers_stored), [])
 
     def _clear_deadlines(self) -> None:
         for job_id in list(self.deadlines.armed()):
@@ -436,27 +391,6 @@ class Backend:
             self.deadlines.end(job_id)
         log.info("jobs_timed_out", count=len(expired))
         self._stored()
-
-
-def submitted_since(engine: WorkflowEngine, position: int, page: int = 1000) -> set[str]:
-    """The ids of jobs submitted after `position` (the unconfirmed window of a dead holder,
-    and what was stored while no backend was active)."""
-    follower = LogFollower(engine, "outbox", ("JobSubmitted",), batch_size=page)
-    submitted: set[str] = set()
-    while items := follower.read(position):
-        submitted.update(event.job_id for _, event in items)  # type: ignore[attr-defined]
-        position = items[-1][0]
-    return submitted
-
-
-def reached_since(engine: WorkflowEngine, position: int, page: int = 1000) -> set[str]:
-    """The ids of jobs with a sign of a worker (or an end) stored after `position`."""
-    follower = LogFollower(engine, "outbox", REACHED, batch_size=page)
-    reached: set[str] = set()
-    while items := follower.read(position):
-        reached.update(event.job_id for _, event in items)  # type: ignore[attr-defined]
-        position = items[-1][0]
-    return reached
 
 
 def default_backend(engine: WorkflowEngine, broker: BackendBroker, *, notifier: Notifier | None = None,

@@ -6,8 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from stepflow.adapters.backend import default_backend, reached_since
+from stepflow.adapters.backend import default_backend
 from stepflow.adapters.memory.broker import MemoryBroker
+from stepflow.adapters.takeover import reached_since
 from stepflow.engine import commands as cmd
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
