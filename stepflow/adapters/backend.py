@@ -60,7 +60,7 @@ from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.adapters.start_batch import StartBatcher
 from stepflow.adapters.takeover import DRAIN_S, Window
-from stepflow.adapters.wakeup import woken
+from stepflow.adapters.wakeup import cancelled, woken
 from stepflow.adapters.worker_poll import STATUS_EVERY_S, poll_workers
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -177,11 +177,7 @@ class Backend:
                  outbox_position=self.outbox_position)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancelled(self._tasks)
         self._tasks = []
         await self._deactivate()
         with contextlib.suppress(Exception):
@@ -246,11 +242,7 @@ class Backend:
     async def _deactivate(self) -> None:
         """Stop every active part: after this, this process publishes, consumes and fires nothing."""
         self.active = False
-        for task in self._active_tasks:
-            task.cancel()
-        for task in self._active_tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancelled(self._active_tasks)
         self._active_tasks = []
         if self._outbox is not None:
             self._outbox.cancel()  # unconfirmed batches: republished from the position by the next holder

@@ -45,23 +45,25 @@ REACHED = ("JobProgressed", "JobCompleted", "JobErrored", "JobStopped", "JobTime
 InThread = Callable[..., Awaitable[Any]]
 
 
-def _jobs_since(engine: WorkflowEngine, position: int, topics: tuple[str, ...], page: int = 1000) -> set[str]:
+def _jobs_since(engine: WorkflowEngine, position: int, topics: tuple[str, ...],
+                page: int = 1000) -> tuple[set[str], int]:
+    """The job ids of these events after `position`, and the last notification id read."""
     follower = LogFollower(engine, "outbox", topics, batch_size=page)
     jobs: set[str] = set()
     while items := follower.read(position):
         jobs.update(event.job_id for _, event in items)  # type: ignore[attr-defined]
         position = items[-1][0]
-    return jobs
+    return jobs, position
 
 
 def submitted_since(engine: WorkflowEngine, position: int) -> set[str]:
     """The ids of jobs submitted after `position`: the window."""
-    return _jobs_since(engine, position, ("JobSubmitted",))
+    return _jobs_since(engine, position, ("JobSubmitted",))[0]
 
 
 def reached_since(engine: WorkflowEngine, position: int) -> set[str]:
     """The ids of jobs with a sign of a worker (or an end) stored after `position`."""
-    return _jobs_since(engine, position, REACHED)
+    return _jobs_since(engine, position, REACHED)[0]
 
 
 class Window:
@@ -92,10 +94,11 @@ class Window:
         """The held orders still unheard of once the workers stop answering any of them for
         `QUIET_S`, or after `GRACE_S` in all (`answers_stored`: set when the inbox stores)."""
         began = quiet_since = time.monotonic()
+        read_to = self.position
         while held and (now := time.monotonic()) - quiet_since < QUIET_S and now - began < GRACE_S:
             answers_stored.clear()
             await woken(answers_stored, 0.1)
-            reached = await in_thread(reached_since, self.engine, self.position)
+            reached, read_to = await in_thread(_jobs_since, self.engine, read_to, REACHED)  # only what is new
             still = [order for order in held if order.job_id not in reached]
             if len(still) < len(held):
                 quiet_since = time.monotonic()

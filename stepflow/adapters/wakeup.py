@@ -1,4 +1,5 @@
-"""Wait for a wake-up or a poll interval, whichever comes first, without losing a cancel.
+"""Wait for a wake-up or a poll interval, whichever comes first, without losing a cancel;
+and cancel tasks and see them end.
 
 `asyncio.wait_for(event.wait(), t)` on Python 3.11 returns normally when the event is set at
 the moment the waiting task is cancelled: the cancellation is lost, and a loop built on it
@@ -9,6 +10,8 @@ tells its own timeout from a cancel that comes from outside.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import Iterable
 
 
 async def woken(event: asyncio.Event, timeout_s: float) -> bool:
@@ -19,3 +22,13 @@ async def woken(event: asyncio.Event, timeout_s: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+async def cancelled(tasks: Iterable[asyncio.Task[object]]) -> None:
+    """Cancel the tasks, then wait until each has ended, whatever it raised on the way out."""
+    tasks = list(tasks)
+    for task in tasks:
+        task.cancel()
+    for task in tasks:
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task

@@ -30,8 +30,13 @@ INSTANCE = "a2bd0f56-4764-48f2-92fe-a0f90fe36077"
 CLASSIC = {"x-queue-type": "classic"}
 
 
-async def declare_like_the_sdk(channel: aio_pika.abc.AbstractChannel, queue: str = JOB_TYPE) -> None:
-    """What mcai-worker-sdk 2.1.1 declares at start (standalone mode), in its order."""
+async def declare_like_the_sdk(channel: aio_pika.abc.AbstractChannel, queue: str = JOB_TYPE,
+                               cluster: bool = False) -> None:
+    """What mcai-worker-sdk 2.1.1 declares at start, in its order. With
+    AMQP_SERVER_CONFIGURATION=cluster (`cluster`): the same exchanges; every queue quorum and
+    durable, the job queue without x-max-priority, the direct queue durable and not auto-delete."""
+    kind = {"x-queue-type": "quorum"} if cluster else CLASSIC
+    priority = {} if cluster else {"x-max-priority": 100}
     topic, headers, fanout = aio_pika.ExchangeType.TOPIC, aio_pika.ExchangeType.HEADERS, aio_pika.ExchangeType.FANOUT
     await channel.declare_exchange("job_submit", topic, durable=True,
                                    arguments={"alternate-exchange": "job_queue_not_found"})
@@ -43,18 +48,17 @@ async def declare_like_the_sdk(channel: aio_pika.abc.AbstractChannel, queue: str
                                    arguments={"alternate-exchange": "direct_messaging_not_found"})
     delayed = await channel.declare_exchange("job_delayed", fanout, durable=True)
     delayed_queue = await channel.declare_queue(
-        "job_delayed", durable=True, arguments={"x-dead-letter-exchange": "", "x-message-ttl": 5000, **CLASSIC})
+        "job_delayed", durable=True, arguments={"x-dead-letter-exchange": "", "x-message-ttl": 5000, **kind})
     await delayed_queue.bind(delayed, routing_key="*")
     await channel.declare_queue("worker_discovery", durable=True, arguments={
         "x-dead-letter-exchange": "job_response_delayed", "x-dead-letter-routing-key": "worker_discovery",
-        **CLASSIC})
-    await channel.declare_queue("worker_response_not_found", durable=True, arguments=CLASSIC)
+        **kind})
+    await channel.declare_queue("worker_response_not_found", durable=True, arguments=kind)
     jobs = await channel.declare_queue(queue, durable=True, arguments={
-        "x-dead-letter-exchange": "job_delayed", "x-dead-letter-routing-key": queue, "x-max-priority": 100,
-        **CLASSIC})
+        "x-dead-letter-exchange": "job_delayed", "x-dead-letter-routing-key": queue, **priority, **kind})
     await jobs.bind("job_submit", routing_key=queue)
-    direct = await channel.declare_queue(f"direct_messaging_{INSTANCE}", durable=False, auto_delete=True,
-                                         arguments=CLASSIC)
+    direct = await channel.declare_queue(f"direct_messaging_{INSTANCE}", durable=cluster, auto_delete=not cluster,
+                                         arguments=kind)
     await direct.bind("direct_messaging", routing_key="*", arguments={
         "x-match": "any", "broadcast": "true", "instance_id": INSTANCE, "job_type": queue,
         "worker_name": "echo_worker", "worker_version": "1.2.3"})

@@ -28,7 +28,14 @@ from amqp_fixtures import (
     sqlite_store,
     wait_final,
 )
-from test_mcai_topology import INSTANCE, JOB_TYPE, assert_healthy, run_on, vhost
+from test_mcai_topology import (
+    INSTANCE,
+    JOB_TYPE,
+    assert_healthy,
+    declare_like_the_sdk,
+    run_on,
+    vhost,
+)
 
 from stepflow.adapters import protocol as p
 from stepflow.adapters.amqp import Topology
@@ -38,39 +45,12 @@ from stepflow.engine.definitions import load_definition
 pytestmark = [pytest.mark.integration, pytest.mark.rabbitmq, pytest.mark.e2e]
 __all__ = ["vhost"]  # the fixture: a vhost of its own, no prefix
 
-QUORUM = {"x-queue-type": "quorum"}
 CLUSTER = Topology(quorum=True)
 
 
 async def declare_like_the_sdk_in_cluster_mode(channel: aio_pika.abc.AbstractChannel, queue: str = JOB_TYPE) -> None:
-    """What mcai-worker-sdk 2.1.1 declares at start with AMQP_SERVER_CONFIGURATION=cluster, in
-    its order: the exchanges of standalone mode; every queue quorum and durable, the job queue
-    without x-max-priority, the direct queue durable and not auto-delete."""
-    topic, headers, fanout = aio_pika.ExchangeType.TOPIC, aio_pika.ExchangeType.HEADERS, aio_pika.ExchangeType.FANOUT
-    await channel.declare_exchange("job_submit", topic, durable=True,
-                                   arguments={"alternate-exchange": "job_queue_not_found"})
-    await channel.declare_exchange("job_response", topic, durable=True,
-                                   arguments={"alternate-exchange": "job_response_not_found"})
-    await channel.declare_exchange("worker_response", topic, durable=True,
-                                   arguments={"alternate-exchange": "worker_response_not_found"})
-    await channel.declare_exchange("direct_messaging", headers, durable=True,
-                                   arguments={"alternate-exchange": "direct_messaging_not_found"})
-    delayed = await channel.declare_exchange("job_delayed", fanout, durable=True)
-    delayed_queue = await channel.declare_queue(
-        "job_delayed", durable=True, arguments={"x-dead-letter-exchange": "", "x-message-ttl": 5000, **QUORUM})
-    await delayed_queue.bind(delayed, routing_key="*")
-    await channel.declare_queue("worker_discovery", durable=True, arguments={
-        "x-dead-letter-exchange": "job_response_delayed", "x-dead-letter-routing-key": "worker_discovery",
-        **QUORUM})
-    await channel.declare_queue("worker_response_not_found", durable=True, arguments=QUORUM)
-    jobs = await channel.declare_queue(queue, durable=True, arguments={
-        "x-dead-letter-exchange": "job_delayed", "x-dead-letter-routing-key": queue, **QUORUM})
-    await jobs.bind("job_submit", routing_key=queue)
-    direct = await channel.declare_queue(f"direct_messaging_{INSTANCE}", durable=True, auto_delete=False,
-                                         arguments=QUORUM)
-    await direct.bind("direct_messaging", routing_key="*", arguments={
-        "x-match": "any", "broadcast": "true", "instance_id": INSTANCE, "job_type": queue,
-        "worker_name": "echo_worker", "worker_version": "1.2.3"})
+    """What mcai-worker-sdk 2.1.1 declares at start with AMQP_SERVER_CONFIGURATION=cluster."""
+    await declare_like_the_sdk(channel, queue, cluster=True)
 
 
 async def declare_like_stepflow(channel: aio_pika.abc.AbstractChannel, *job_types: str,

@@ -32,6 +32,7 @@ from urllib.parse import urlsplit
 import msgspec
 import structlog
 
+from stepflow.adapters.wakeup import cancelled
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 
@@ -246,9 +247,4 @@ class Notifier:
         return False
 
     async def close(self) -> None:
-        tasks = list(self._running.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancelled(self._running.values())
