@@ -56,7 +56,7 @@ from stepflow.adapters.inbox_batch import Inbox, WorkerListener
 from stepflow.adapters.lease import POLL_S, HeldLease, Lease
 from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import Notifier
-from stepflow.adapters.outbox import Dispatch, OutboxPump, OutboxReader
+from stepflow.adapters.outbox import Dispatch, JustStored, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
 from stepflow.adapters.start_batch import StartBatcher
 from stepflow.adapters.takeover import DRAIN_S, Window
@@ -110,6 +110,8 @@ class Backend:
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
+        self._just_stored = JustStored()  # this process's commits, for the outbox to publish from memory
+        engine.on_saved = self._just_stored
         self._starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
         self._drained = asyncio.Event()  # the inbox took a batch short of full: the queues were empty
         self._answers_stored = asyncio.Event()
@@ -224,7 +226,8 @@ class Backend:
             # window to publish again, or it cannot see that their jobs already ran.
             await woken(self._drained, DRAIN_S)
         self._window = await Window.open(self.engine, reader.position, self.in_outbox_thread, takeover=takeover)
-        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread)
+        self._just_stored.clear()  # the reader starts from the stored position: it reads what came before
+        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread, stored=self._just_stored)
         self._active_tasks = [
             inbox,
             asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),
@@ -274,7 +277,8 @@ class Backend:
 
     def _outbox_woken(self) -> None:
         """Another process stored events (a PostgreSQL notification): orders may be among them."""
-        if self.active:
+        if self.active and self._outbox is not None:
+            self._outbox.read_later()
             self._outbox_wakeup.set()
 
     @property

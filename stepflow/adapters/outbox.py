@@ -1,10 +1,20 @@
 """The outbox: job orders are published from stored events, never straight from a command.
 
-It follows the notification log from a tracked position (`Tracking("outbox", id)`, a
-`LogFollower`): read the next stored `JobSubmitted` (and stop-causing) events, hand them on
-with publisher confirms, then advance the position. A crash between store and publish, or
-between publish and advancing, republishes on restart: at least once, never lost. Duplicates
-are harmless because an order's message id is its job id, which workers remember.
+Orders go out from what was COMMITTED, by two paths that meet in one position:
+
+- from memory: the engine hands over the events of each commit made in this process
+  (`JustStored`, fed by `WorkflowEngine.on_saved`), and the pump publishes their orders at
+  once, without reading them back, when the commit follows on from what was already handled
+  (its first notification id is the next one): the step path then has no log read and no
+  thread hop between the commit and the publish;
+- from the log (`OutboxReader`, a `LogFollower` with its tracked position `Tracking("outbox",
+  id)`): at start, after a gap (another process or thread committed in between), when a
+  commit holds a stop (its jobs' instances are read from the store), and when woken by
+  another process's write or the poll. The log stays the recovery path: the position is only
+  ever written over orders the broker confirmed, so a crash between store and publish, or
+  between publish and the position write, republishes on restart (at least once, never
+  lost). Duplicates are harmless because an order's message id is its job id, which workers
+  remember.
 
 What goes where is read from the events (`Dispatch`): a job to the broker, a notification
 step's call to the `Notifier`, and a clock for each order with a timeout (`Deadlines`). The
@@ -12,19 +22,23 @@ broker builds the wire message at its edge; nothing here encodes.
 
 Confirms are pipelined (`OutboxPump`): a confirm for a persistent message comes only once the
 broker has written it to disk or a worker has acked it, which for a job order means the job
-is done; waiting for one batch's confirms before reading the next would put that whole wait
-in front of every other workflow's next step. So batches are read and published while earlier
+is done; waiting for one batch's confirms before publishing the next would put that whole
+wait in front of every other workflow's next step. So batches are published while earlier
 ones await their confirms, and the position advances only over a prefix of batches that are
-all confirmed, in the order they were read.
+all confirmed, in the order they were handled. The position write runs beside the publishing
+(its own lock): under load one write covers every batch confirmed while the last one ran,
+and no order waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any
+
+from eventsourcing.persistence import Recording
 
 from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.faults import FAULT, crash
@@ -61,16 +75,24 @@ class OutboxReader:
     def __init__(self, engine: WorkflowEngine, batch_size: int = 500) -> None:
         self.engine = engine
         self.log = LogFollower(engine, OUTBOX, TOPICS, batch_size=batch_size)
+        self.more = False  # the last read stopped at its batch size, short of the log's end
 
     @property
     def position(self) -> int:
         return self.log.position
 
     def next_batch(self, after: int | None = None) -> tuple[int, list[ev.JobSubmitted], list[StopJob]]:
-        """(last notification id, orders, jobs to stop) after `after` (default: the tracked
-        position); the last id is `after` itself when there is nothing new."""
+        """(handled up to, orders, jobs to stop) after `after` (default: the tracked position).
+
+        "Handled up to" is the last notification id this read accounts for, orders or not: the
+        log's end when the read got all there was (so the next commit of this process follows
+        on from it, and goes out from memory), `after` itself when there is nothing new."""
         after = self.position if after is None else after
-        items = self.log.read(after)
+        end = self.engine.max_notification_id()
+        self.more = False
+        if end <= after:
+            return after, [], []
+        items = self.log.read(after, stop=end)
         orders: list[ev.JobSubmitted] = []
         stops: list[StopJob] = []
         for _, event in items:
@@ -79,11 +101,61 @@ class OutboxReader:
             elif isinstance(event, (ev.WorkflowStopped, ev.WorkflowDeleted, ev.JobTimedOut)):
                 # rare, so the workflow is read from the store, here in the outbox's thread
                 stops.extend(stop_jobs(event, self.engine.workflow_state(event.originator_id)))
-        last = items[-1][0] if items else after
-        return last, orders, stops
+        self.more = len(items) >= self.log.batch_size
+        return (items[-1][0] if self.more else end), orders, stops
 
     def advance(self, position: int) -> None:
         self.log.record(position)
+
+
+class JustStored:
+    """The orders of each commit this process made, handed over by the engine as it commits
+    (`WorkflowEngine.on_saved`, in the store thread) for the pump to publish from memory.
+
+    One entry per commit: (first notification id, last, its orders), the orders None when the
+    commit holds an event that stops jobs (the pump then reads the log, which looks up their
+    workers). Bounded: a standby backend's commits are never taken, and an entry dropped is
+    only a gap, which the pump fills from the log."""
+
+    def __init__(self, bound: int = 1024) -> None:
+        self.commits: deque[tuple[int, int, list[ev.JobSubmitted] | None]] = deque(maxlen=bound)
+
+    def __call__(self, recordings: Sequence[Recording[Any]]) -> None:
+        if not recordings:
+            return
+        ids = [r.notification.id for r in recordings]
+        orders: list[ev.JobSubmitted] | None = []
+        for recording in recordings:
+            event = recording.domain_event
+            if isinstance(event, ev.JobSubmitted):
+                orders.append(event)  # type: ignore[union-attr]
+            elif isinstance(event, _STOPPING):
+                orders = None
+                break
+        self.commits.append((min(ids), max(ids), orders))  # deque.append is safe across threads
+
+    def take(self, handled: int) -> tuple[int, list[ev.JobSubmitted]] | None:
+        """The next commit's (last id, orders) if it follows on from `handled`; None when the
+        log must be read first (a gap, or a stop) or when nothing is waiting."""
+        while self.commits:
+            first, last, orders = self.commits[0]
+            if last <= handled:
+                self.commits.popleft()  # already read from the log
+                continue
+            if first != handled + 1 or orders is None:
+                return None
+            self.commits.popleft()
+            return last, orders
+        return None
+
+    def waiting(self) -> bool:
+        return bool(self.commits)
+
+    def clear(self) -> None:
+        self.commits.clear()
+
+
+_STOPPING = (ev.WorkflowStopped, ev.WorkflowDeleted, ev.JobTimedOut)
 
 
 Publish = Callable[[list[ev.JobSubmitted], list[StopJob]], Coroutine[Any, Any, None]]
@@ -124,47 +196,80 @@ class OutboxPump:
 
     `in_thread` runs the reader's synchronous calls off the event loop; `publish(orders,
     stops)` returns once the broker confirmed all of them (it decides where each goes).
-    Confirmed batches are settled by the next `pump` (the next stored event, or the caller's
-    poll): a confirm alone is no reason to read the log again.
+    `stored` (optional) gives the commits of this process as they happen: those that follow
+    on from what was handled go out from memory, the rest is read from the log. Confirmed
+    batches are settled by the next `pump` (the next stored event, or the caller's poll): a
+    confirm alone is no reason to look again.
     """
 
     def __init__(self, reader: OutboxReader, publish: Publish, in_thread: Callable[..., Awaitable[Any]],
-                 max_in_flight: int = 16) -> None:
+                 max_in_flight: int = 16, stored: JustStored | None = None) -> None:
         self.reader = reader
         self.publish = publish
         self.in_thread = in_thread
         self.max_in_flight = max_in_flight
-        self._read_to = reader.position
-        self._in_flight: deque[tuple[int, int, asyncio.Task[None]]] = deque()  # (last id, orders, task)
-        self._lock = asyncio.Lock()  # one reader at a time, or a batch goes out twice
+        self.stored = stored
+        self._read_to = reader.position  # every event up to this id is published, or on its way
+        self._read_due = True  # the log may hold what memory does not: read it at the next pump
+        # (handled up to, orders, publish task or None when it had no order), oldest first
+        self._in_flight: deque[tuple[int, int, asyncio.Task[None] | None]] = deque()
+        self._publishing = 0  # entries of `_in_flight` with a task
+        self._lock = asyncio.Lock()  # one publisher at a time, or a batch goes out twice
+        self._settling = asyncio.Lock()  # one position write at a time, beside the publishing
+        self.from_memory = 0  # batches published without reading the log (for the curious)
 
     @property
     def position(self) -> int:
         return self.reader.position
 
+    def read_later(self) -> None:
+        """Another process may have stored events: the next `pump` reads the log."""
+        self._read_due = True
+
     async def run(self, wakeup: asyncio.Event, poll_s: float) -> None:
         """Pump whenever `wakeup` is set (events were stored here), or every `poll_s` (for
-        events another process stored)."""
+        events another process stored: then the log is read)."""
         while True:
-            await woken(wakeup, poll_s)
+            if not await woken(wakeup, poll_s):
+                self._read_due = True
             wakeup.clear()
             await self.pump()
 
     async def pump(self) -> int:
         """Publish what is stored and not yet published, and advance over what is confirmed;
         return how many orders were confirmed by this call."""
+        settled = 0
         async with self._lock:
-            settled = 0
             while True:
-                last, orders, stops = await self.in_thread(self.reader.next_batch, self._read_to)
-                if last == self._read_to:
-                    return settled + await self._settle(wait=False)
+                if self._publishing >= self.max_in_flight:
+                    settled += await self._settle(wait=True)
+                batch = self.stored.take(self._read_to) if self.stored is not None else None
+                if batch is not None:
+                    last, orders, stops = batch[0], batch[1], []
+                    self.from_memory += 1
+                elif self.stored is None or self._read_due or self.stored.waiting():
+                    self._read_due = False
+                    last, orders, stops = await self.in_thread(self.reader.next_batch, self._read_to)
+                    if last == self._read_to:
+                        break
+                    self._read_due = self.reader.more
+                else:
+                    break
                 if orders and FAULT == "after_store_before_publish":
                     crash()
-                task = asyncio.create_task(self.publish(orders, stops), name="stepflow-outbox-publish")
-                self._in_flight.append((last, len(orders), task))
-                self._read_to = last
-                settled += await self._settle(wait=len(self._in_flight) >= self.max_in_flight)
+                self._handled(last, orders, stops)
+        return settled + await self._settle(wait=False)
+
+    def _handled(self, last: int, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        self._read_to = last
+        if orders or stops:
+            task = asyncio.create_task(self.publish(orders, stops), name="stepflow-outbox-publish")
+            self._in_flight.append((last, len(orders), task))
+            self._publishing += 1
+        elif self._in_flight and self._in_flight[-1][2] is None:
+            self._in_flight[-1] = (last, 0, None)  # nothing to confirm: one entry for a run of them
+        else:
+            self._in_flight.append((last, 0, None))
 
     async def drain(self) -> int:
         """`pump`, then wait until everything published is confirmed and the position advanced."""
@@ -176,21 +281,29 @@ class OutboxPump:
 
     async def _settle(self, wait: bool) -> int:
         """Advance the position over the confirmed batches at the head (waiting for the first
-        one when `wait`), with one write; raise a publish's error."""
-        last, orders = None, 0
-        while self._in_flight and (self._in_flight[0][2].done() or wait):
-            head_last, head_orders, task = self._in_flight[0]
-            await task  # its error stops the outbox, with the batch still unconfirmed
-            self._in_flight.popleft()
-            last, orders, wait = head_last, orders + head_orders, False
-        if last is None:
+        one when `wait`), with one write; raise a publish's error. Unless it must wait, it
+        leaves the work to a write under way: the next pump settles what that one missed."""
+        if not wait and self._settling.locked():
             return 0
-        if orders and FAULT == "after_publish_before_advance":
-            crash()
-        await self.in_thread(self.reader.advance, last)
-        return orders
+        async with self._settling:
+            last, orders = None, 0
+            while self._in_flight and (wait or self._in_flight[0][2] is None or self._in_flight[0][2].done()):
+                head_last, head_orders, task = self._in_flight[0]
+                if task is not None:
+                    await task  # its error stops the outbox, with the batch still unconfirmed
+                    self._publishing -= 1
+                self._in_flight.popleft()
+                last, orders, wait = head_last, orders + head_orders, False
+            if last is None:
+                return 0
+            if orders and FAULT == "after_publish_before_advance":
+                crash()
+            await self.in_thread(self.reader.advance, last)
+            return orders
 
     def cancel(self) -> None:
         for _, _, task in self._in_flight:
-            task.cancel()
+            if task is not None:
+                task.cancel()
         self._in_flight.clear()
+        self._publishing = 0

@@ -18,7 +18,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 from uuid import UUID
@@ -26,7 +26,7 @@ from uuid import UUID
 import msgspec
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, RecordConflictError
+from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, RecordConflictError, Recording
 
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -83,6 +83,9 @@ class WorkflowEngine(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._numbers: dict[int, UUID] = {}  # workflow number -> workflow id (`locate`)
+        # Told of every commit, in the thread that made it, once it is durable: the outbox
+        # publishes a commit's orders from here instead of reading them back from the log.
+        self.on_saved: Callable[[list[Recording[UUID]]], None] | None = None
 
     def construct_mapper(self) -> Mapper[UUID]:
         return MsgspecMapper(
@@ -381,11 +384,27 @@ class WorkflowEngine(Application[UUID]):
         if outcome.rejected:
             raise Rejected(outcome.rejected)
 
+    def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        if self.on_saved is not None and recordings:
+            self.on_saved(recordings)
+
     # --- reads -------------------------------------------------------------------------
 
     def load(self, workflow_id: UUID, version: int | None = None) -> Workflow:
         workflow: Workflow = self.repository.get(workflow_id, version=version, projector_func=project_workflow)
         return workflow
+
+    def cached_definition(self, workflow_id: UUID) -> WorkflowDefinition | None:
+        """The workflow's definition if its aggregate is in the cache (no store read), else
+        None. For the store thread's readers only: commands change cached aggregates there."""
+        cache = self.repository.cache
+        if cache is None:
+            return None
+        try:
+            workflow: Workflow = cache.get(workflow_id)
+        except KeyError:
+            return None
+        return workflow.state.definition
 
     def workflow_state(self, workflow_id: UUID, version: int | None = None) -> WorkflowState:
         if version is None:

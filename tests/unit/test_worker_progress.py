@@ -82,9 +82,11 @@ async def test_a_restarted_worker_reports_progress_under_new_ids_and_it_is_recor
         return worker
 
     try:
-        workflow_id = await backend.start_workflow(one_step("restartable"))
         first, first_stop = make_worker(), asyncio.Event()
         first_task = asyncio.create_task(first.run(broker.worker(), stop=first_stop))
+        # its queue first: an order for a job type no worker declared is unroutable
+        await eventually(lambda: "restartable" in broker.bindings, what="the worker's queue declared")
+        workflow_id = await backend.start_workflow(one_step("restartable"))
         await asyncio.wait_for(reported.wait(), 5)
         await eventually(lambda: _progressions(engine, workflow_id) == [10])
         first_stop.set()  # past its grace period the job is cancelled and its order requeued

@@ -56,24 +56,33 @@ class HookReader:
         return self.log.position
 
     def next_batch(self) -> tuple[int, list[Pending]]:
+        """(last id read, hook calls due) up to the first batch that has calls; (position, [])
+        when none is due up to the log's end. Ended workflows without hooks (most) move only
+        `scanned`: the tracked position is written when hooks were called, not once per wake-up
+        (one commit in the store thread per inbound batch, on the step path)."""
         upto = self.engine.max_notification_id()
         start = max(self.position, self.scanned)
-        items = self.log.read(start, stop=upto)
-        if not items:
-            self.scanned = max(start, upto)
-        pending: list[Pending] = []
-        for notification_id, event in items:
-            requests = self._requests(event)
-            if requests:
-                when = "on_completed" if isinstance(event, ev.WorkflowCompleted) else "on_error"
-                pending.append((notification_id, str(event.originator_id), when, requests))
-        return (items[-1][0] if items else self.position), pending
+        while items := self.log.read(start, stop=upto):
+            pending: list[Pending] = []
+            for notification_id, event in items:
+                requests = self._requests(event)
+                if requests:
+                    when = "on_completed" if isinstance(event, ev.WorkflowCompleted) else "on_error"
+                    pending.append((notification_id, str(event.originator_id), when, requests))
+            if pending:
+                return items[-1][0], pending
+            start = self.scanned = items[-1][0]
+        self.scanned = max(start, upto)
+        return self.position, []
 
     def _requests(self, event: ev.Event) -> list[dict[str, Any]]:
-        started = next(iter(self.engine.events.get(event.originator_id, limit=1)), None)
-        if not isinstance(started, ev.WorkflowStarted):
-            return []
-        hooks = _hooks_for(started.definition, event)
+        definition = self.engine.cached_definition(event.originator_id)
+        if definition is None:
+            started = next(iter(self.engine.events.get(event.originator_id, limit=1)), None)
+            if not isinstance(started, ev.WorkflowStarted):
+                return []
+            definition = started.definition
+        hooks = _hooks_for(definition, event)
         if not hooks:
             return []
         state = self.engine.workflow_state(event.originator_id)
@@ -114,7 +123,9 @@ class HookFollower:
 
     @property
     def position(self) -> int:
-        return self.reader.position if self.reader is not None else 0
+        """How far the log is handled: the tracked position, or further where only ended
+        workflows without hooks follow it (`HookReader.scanned`)."""
+        return max(self.reader.position, self.reader.scanned) if self.reader is not None else 0
 
     async def prepare(self) -> None:
         """Read the tracked position (before the backend takes commands, so no end is missed)."""
