@@ -108,8 +108,10 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append("")
     la = sc.get("latency")
     if la and la.get("ok"):
+        offered = (f"at {la['share_of_max']:.0%} of each contender's maximum (its median throughput round)"
+                   if la.get("share_of_max") is not None else "at the same offered rate for every contender")
         lines += [
-            (f"**Latency** at {la['share_of_max']:.0%} of each contender's maximum (its median throughput round): "
+            (f"**Latency** {offered}: "
              f"{la['steps']}-step "
              f"workflows started at a steady rate for {la['seconds']:.0f} s; p50 / p95 / p99 in ms. "
              "Step-to-step: in the backend, completion received -> next order confirmed (Celery has no backend). "
@@ -302,7 +304,8 @@ def chart(results: dict[str, Any], path: Path) -> None:
         ax.set_xticks(range(3), ["p50", "p95", "p99"])
         ax.set_yscale("log")
         ax.set_ylabel("ms")
-        ax.set_title(f"Latency at {la['share_of_max']:.0%} of max (ms, log)")
+        share = la.get("share_of_max")
+        ax.set_title(f"Latency at {share:.0%} of max (ms, log)" if share is not None else "Latency (ms, log)")
         ax.legend(fontsize=6, loc="upper left", framealpha=0.6)
     _empty(ax, la)
 

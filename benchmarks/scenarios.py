@@ -56,6 +56,7 @@ class Sizes:
     rounds: int = 3
     fanout: int = 1000
     latency_share: float = 0.5
+    latency_rate: float = 0.0  # workflows/s offered to every contender; 0: `latency_share` of its maximum
     latency_seconds: float = 15.0
     latency_steps: int = 5
     scale_workflows: tuple[int, ...] = (1000, 10_000, 100_000)
@@ -186,10 +187,10 @@ def latency(ctx: Context) -> dict[str, Any]:
     s = ctx.sizes
     table = {}
     for contender in s.contenders:
-        if contender not in ctx.max_rate:  # throughput not run: measure the maximum first
+        if contender not in ctx.max_rate and not s.latency_rate:  # throughput not run: measure the maximum first
             probe = Load(workflows=max(50, s.throughput_workflows // 2), steps=s.latency_steps)
             ctx.max_rate[contender] = run_one(contender, probe, ctx, "latency-probe").workflows_per_s
-        rate = s.latency_share * ctx.max_rate[contender]
+        rate = s.latency_rate or s.latency_share * ctx.max_rate[contender]
         load = Load(workflows=max(10, int(rate * s.latency_seconds)), steps=s.latency_steps, rate=round(rate, 2),
                     timed=True)
         result = run_one(contender, load, ctx, "latency")
@@ -197,9 +198,10 @@ def latency(ctx: Context) -> dict[str, Any]:
         row.pop("rss_mb")
         row["offered_workflows_per_s"] = load.rate
         row["offered_jobs_per_s"] = round(load.rate * load.jobs_per_workflow, 1)
-        row["max_workflows_per_s"] = round(ctx.max_rate[contender], 1)
+        if contender in ctx.max_rate:
+            row["max_workflows_per_s"] = round(ctx.max_rate[contender], 1)
         table[contender] = row
-    return {"ok": True, "share_of_max": s.latency_share, "seconds": s.latency_seconds, "steps": s.latency_steps,
+    return {"ok": True, "share_of_max": None if s.latency_rate else s.latency_share, "seconds": s.latency_seconds, "steps": s.latency_steps,
             "results": table}
 
 

@@ -30,10 +30,11 @@ are stored and read like everything else.
 `eventsourcing` is synchronous, so every command runs in ONE dedicated thread (`self._store`):
 the event loop never blocks on SQLite or PostgreSQL, and commands never race each other (the
 aggregate cache is mutated in place by commands). Batching is what keeps that single thread
-ahead of the broker: one transaction per batch, not per message. The outbox reads the log and
-writes its position in a second thread (`self._outbox_thread`): those calls touch no aggregate,
-and queued behind the next inbound batch they would add its whole commit to every step's
-latency.
+ahead of the broker: one transaction per batch, not per message. The outbox publishes a
+commit's orders from memory (`stepflow.adapters.outbox.JustStored`); it reads the log in a
+second thread (`self._outbox_thread`) and writes its position in a third: those calls touch no
+aggregate, and queued behind the next inbound batch (or a read behind a write) they would add a
+commit to every step's latency.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ class Backend:
         self._active_tasks: list[asyncio.Task[Any]] = []
         self._store = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-store")
         self._outbox_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox")
+        self._position_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stepflow-outbox-position")
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
         self._just_stored = JustStored()  # this process's commits, for the outbox to publish from memory
@@ -156,8 +158,11 @@ class Backend:
         return await loop.run_in_executor(self._store, lambda: fn(*args, **kwargs))
 
     async def in_outbox_thread(self, fn: Callable[..., T], *args: Any) -> T:
-        """Run a log read or a position write of the outbox (no aggregate involved)."""
+        """Run a log read of the outbox (no aggregate involved)."""
         return await asyncio.get_running_loop().run_in_executor(self._outbox_thread, fn, *args)
+
+    async def _in_position_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._position_thread, fn, *args)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -187,6 +192,7 @@ class Backend:
         await self.lease.close()  # only then may another backend take over
         self._store.shutdown(wait=True)
         self._outbox_thread.shutdown(wait=True)
+        self._position_thread.shutdown(wait=True)
 
     # --- the lease: active parts only while it is held -------------------------------------
 
@@ -227,7 +233,8 @@ class Backend:
             await woken(self._drained, DRAIN_S)
         self._window = await Window.open(self.engine, reader.position, self.in_outbox_thread, takeover=takeover)
         self._just_stored.clear()  # the reader starts from the stored position: it reads what came before
-        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread, stored=self._just_stored)
+        self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread, stored=self._just_stored,
+                                  write_in_thread=self._in_position_thread)
         self._active_tasks = [
             inbox,
             asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),

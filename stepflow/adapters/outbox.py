@@ -43,7 +43,7 @@ from eventsourcing.persistence import Recording
 from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.faults import FAULT, crash
 from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
-from stepflow.adapters.wakeup import woken
+from stepflow.adapters.wakeup import cancelled, woken
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.follower import LogFollower
@@ -203,10 +203,14 @@ class OutboxPump:
     """
 
     def __init__(self, reader: OutboxReader, publish: Publish, in_thread: Callable[..., Awaitable[Any]],
-                 max_in_flight: int = 16, stored: JustStored | None = None) -> None:
+                 max_in_flight: int = 16, stored: JustStored | None = None,
+                 write_in_thread: Callable[..., Awaitable[Any]] | None = None) -> None:
         self.reader = reader
         self.publish = publish
         self.in_thread = in_thread
+        # the position writes, in a thread of their own if given: a read of the log (woken by
+        # another process's commit) then never queues behind a write's commit
+        self.write_in_thread = write_in_thread or in_thread
         self.max_in_flight = max_in_flight
         self.stored = stored
         self._read_to = reader.position  # every event up to this id is published, or on its way
@@ -216,6 +220,7 @@ class OutboxPump:
         self._publishing = 0  # entries of `_in_flight` with a task
         self._lock = asyncio.Lock()  # one publisher at a time, or a batch goes out twice
         self._settling = asyncio.Lock()  # one position write at a time, beside the publishing
+        self._confirmed = asyncio.Event()  # a batch was confirmed (or had nothing to confirm)
         self.from_memory = 0  # batches published without reading the log (for the curious)
 
     @property
@@ -228,16 +233,35 @@ class OutboxPump:
 
     async def run(self, wakeup: asyncio.Event, poll_s: float) -> None:
         """Pump whenever `wakeup` is set (events were stored here), or every `poll_s` (for
-        events another process stored: then the log is read)."""
+        events another process stored: then the log is read). The position is written by a
+        task of its own as confirms come: a write never holds up the next publish."""
+        settler = asyncio.create_task(self._settle_loop(), name="stepflow-outbox-settle")
+        try:
+            while True:
+                if not await woken(wakeup, poll_s):
+                    self._read_due = True
+                wakeup.clear()
+                await self._publish_new()
+                if settler.done():
+                    settler.result()  # a publish failed: stop, with its batch unconfirmed
+        finally:
+            await cancelled([settler])
+
+    async def _settle_loop(self) -> None:
         while True:
-            if not await woken(wakeup, poll_s):
-                self._read_due = True
-            wakeup.clear()
-            await self.pump()
+            await self._confirmed.wait()
+            self._confirmed.clear()
+            await self._settle(wait=False)
 
     async def pump(self) -> int:
         """Publish what is stored and not yet published, and advance over what is confirmed;
         return how many orders were confirmed by this call."""
+        settled = await self._publish_new()
+        return settled + await self._settle(wait=False)
+
+    async def _publish_new(self) -> int:
+        """Publish what is stored and not yet published; return how many orders were
+        confirmed on the way (when too many batches were in flight)."""
         settled = 0
         async with self._lock:
             while True:
@@ -258,18 +282,21 @@ class OutboxPump:
                 if orders and FAULT == "after_store_before_publish":
                     crash()
                 self._handled(last, orders, stops)
-        return settled + await self._settle(wait=False)
+        return settled
 
     def _handled(self, last: int, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
         self._read_to = last
         if orders or stops:
             task = asyncio.create_task(self.publish(orders, stops), name="stepflow-outbox-publish")
+            task.add_done_callback(lambda _: self._confirmed.set())
             self._in_flight.append((last, len(orders), task))
             self._publishing += 1
-        elif self._in_flight and self._in_flight[-1][2] is None:
+            return
+        if self._in_flight and self._in_flight[-1][2] is None:
             self._in_flight[-1] = (last, 0, None)  # nothing to confirm: one entry for a run of them
         else:
             self._in_flight.append((last, 0, None))
+        self._confirmed.set()
 
     async def drain(self) -> int:
         """`pump`, then wait until everything published is confirmed and the position advanced."""
@@ -298,7 +325,7 @@ class OutboxPump:
                 return 0
             if orders and FAULT == "after_publish_before_advance":
                 crash()
-            await self.in_thread(self.reader.advance, last)
+            await self.write_in_thread(self.reader.advance, last)
             return orders
 
     def cancel(self) -> None:
