@@ -262,6 +262,7 @@ class ProjectionRunner:
         failures = 0
         try:
             while not self._stopping.is_set():
+                self._wake.clear()  # what woke us is stored by now: this pass covers it
                 try:
                     read = self.run_once()
                     self.last_error, failures = None, 0

@@ -55,6 +55,7 @@ class Services:
         self.starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
         self._started_position = 0  # the log's end after the last start commit (`_commit_starts`)
         self._view_waiters: list[tuple[int, asyncio.Future[None]]] = []
+        self._views_at = 0  # where the runner's last pass left every view
         runner.on_pass(self._views_passed)
 
     # --- threads ------------------------------------------------------------------------
@@ -98,6 +99,7 @@ class Services:
             self.backend.stored()
         else:
             answers, position = await self.write(_start_workflows, self.engine, starts)
+        self.runner.wake()  # once a batch; its callers wait without waking it again
         self._started_position = max(self._started_position, position)
         return answers
 
@@ -106,7 +108,7 @@ class Services:
         after their commit (`_commit_starts`), once a batch, instead of once a request. Ends
         only grow, so the latest one read includes every start answered so far."""
         position = self._started_position
-        await self.views_reach(position, READ_YOUR_WRITES_S)
+        await self.views_reach(position, READ_YOUR_WRITES_S, wake=False)
         return position
 
     async def command(self, command: cmd.Command) -> int:
@@ -123,16 +125,22 @@ class Services:
         await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
 
-    async def views_reach(self, position: int, timeout: float) -> bool:
-        """Wake the views and wait until every view has applied `position`; False on timeout.
+    async def views_reach(self, position: int, timeout: float, *, wake: bool = True) -> bool:
+        """Wait until every view has applied `position`; False on timeout. `wake=False`: the
+        runner was woken after the write was stored (`_commit_starts`), once for many callers.
 
         The runner says where its views are after every pass (`ProjectionRunner.on_pass`),
         and the waiters that position covers are answered on their event loop: no request
-        holds a thread or polls the store. The runner is woken after the waiter is listed, so
-        a pass that starts after that, and reports, is certain."""
+        holds a thread or polls the store. A pass that starts after the write was stored, or
+        after the waiter is listed (`wake`), reports a position that covers it: either it
+        finds the waiter listed, or it reported before the listing and the check after it
+        sees its position (the runner sets `_views_at` before it looks at the waiters)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._view_waiters.append((position, future))
-        self.runner.wake()
+        if position <= self._views_at:
+            future.set_result(None)
+        elif wake:
+            self.runner.wake()
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
@@ -141,6 +149,7 @@ class Services:
 
     def _views_passed(self, position: int) -> None:
         """The runner's thread, after a pass: answer (on their loops) those now covered."""
+        self._views_at = position  # not the highest seen: a view being rebuilt goes back
         loops = {future.get_loop() for p, future in self._view_waiters if p <= position}
         for loop in loops:
             with contextlib.suppress(RuntimeError):  # a closed loop (a test client's that ended)
