@@ -4,13 +4,16 @@ Each client thread keeps one HTTP/1.1 connection and posts `POST /api/workflows`
 no-op workflows) back to back for a fixed time; with `batch` > 0 it posts
 `POST /api/workflows:batch` with that many starts per request instead. A start counts once
 its answer (201) came: the start is committed and the views show it (the API waits for
-them). No worker runs: the orders wait in their queue, which is deleted after the run, so
+them). No worker runs: the orders wait in their queue (declared here, as a worker would,
+before the run: without it every order came back unroutable and failed its workflow, a
+second commit per start that is not the start path), which is deleted after the run, so
 what is measured is the start path alone. The store is read afterwards: every answered id
 must be stored, once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import http.client
 import json
 import shutil
@@ -22,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness.common import (
+    AMQP_URL,
     PYTHON,
     BenchFailure,
     Processes,
@@ -53,6 +57,20 @@ def _ready(port: int) -> bool:
         return ok
     except OSError:
         return False
+
+
+def _declare_job_queue(topology: Topology, job_type: str) -> None:
+    """The job type's queue, bound as a worker binds it, so the orders wait there."""
+    import aio_pika
+
+    async def go() -> None:
+        connection = await aio_pika.connect(AMQP_URL, timeout=5)
+        try:
+            await topology.declare_job_queue(await connection.channel(), job_type)
+        finally:
+            await connection.close()
+
+    asyncio.run(go())
 
 
 def _client(port: int, deadline: float, batch: int, ids: list[str], latencies: list[float],
@@ -106,6 +124,7 @@ def run(log_dir: Path, *, clients: int = 8, seconds: float = 5.0, batch: int = 0
                 "--http", f"127.0.0.1:{port}", "--definitions", str(tmp / "start.json"), "--log-level", "warning"],
                 child_env())
             wait_until(lambda: _ready(port), 60, "the HTTP API to be ready", procs)
+            _declare_job_queue(topology, DEFINITION["steps"][0]["job_type"])  # type: ignore[index]
             warm: list[str] = []
             _client(port, time.monotonic() + 0.3, batch, warm, [], errors)  # first requests: imports, caches
             cpu0 = server.cpu_seconds()

@@ -12,11 +12,13 @@
 Each view follows the log with a `LogFollower` under its name, given the views' reader
 (`stepflow.projections.log`: `engine.notifications` without its per-row overhead) and their
 position store (the view store's `sf_tracking`). A batch is read once and handed to every view
-that is behind; each applies it in one transaction that also moves its tracking row
-(`LogFollower.advance`, `ViewStore.advance`), so a crash between batches loses nothing and
-applies nothing twice. Views at different positions (one being rebuilt) take from the shared
+that is behind; they apply it in one transaction, each in a savepoint of it that also moves
+its tracking row (`LogFollower.advance`, `ViewStore.advance_in`): one write lock and one
+commit a batch, not one a view, since the event store waits for the same lock on SQLite. A
+crash between batches loses nothing and applies nothing twice. Views at different positions (one being rebuilt) take from the shared
 batch only what they have not applied. Positions are read once a pass, and again for a view
-another runner moved.
+another runner moved. After every pass the runner tells its `on_pass` listeners the position
+every view has reached (the HTTP API's read-your-writes waits on that, not on the store).
 
 Following the log: PostgreSQL notifies a channel after every insert, and the runner
 `LISTEN`s on it (falling back to polling if it cannot). SQLite has no notifications, so the
@@ -33,7 +35,7 @@ import gc
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any, ClassVar, Protocol
 
 import structlog
@@ -97,9 +99,11 @@ class ProjectionRunner:
         self._thread: threading.Thread | None = None
         self._pass_lock = threading.Lock()
         self._read = log_reader(engine)
+        self._on_pass: list[Callable[[int], None]] = []
         for projection in self.projections:
             self.store.ensure(projection)
-        self.followers = {p.name: LogFollower(engine, p.name, reader=self._read, positions=self.store,
+        self._positions = _PassPositions(self.store)
+        self.followers = {p.name: LogFollower(engine, p.name, reader=self._read, positions=self._positions,
                                               batch_size=batch_size) for p in self.projections}
 
     @property
@@ -108,6 +112,13 @@ class ProjectionRunner:
 
     def positions(self) -> dict[str, int]:
         return self.store.positions(self.names)
+
+    def on_pass(self, listener: Callable[[int], None]) -> None:
+        """Call `listener(position)` after every pass, in the pass's thread: every view has
+        applied the log up to `position` (the lowest of them; lower than before after a reset).
+        A caller waiting for its write wakes the runner and waits for a pass that covers it,
+        instead of polling the store (see `stepflow.adapters.http.services`)."""
+        self._on_pass.append(listener)
 
     # --- catching up ---------------------------------------------------------------------
 
@@ -129,6 +140,10 @@ class ProjectionRunner:
             read = self._batches(projections, target, batch_size, on_progress)
         if read:
             log.debug("projections_applied", events=read, position=target)
+        if self._on_pass:
+            reached = min((f.position for f in self.followers.values()), default=target)
+            for listener in self._on_pass:
+                listener(reached)
         return read
 
     def _batches(self, projections: list[Projection], target: int, batch_size: int,
@@ -145,27 +160,48 @@ class ProjectionRunner:
             if not batch:
                 break
             last = batch[-1][0]
-            for projection, follower in behind:
-                position = follower.position
-                mine = batch if position == start else [item for item in batch if item[0] > position]
-                if not mine:
-                    continue
-                try:
-                    with follower.advance(last) as tx:
-                        projection.apply(tx, mine, position)
-                except PositionMoved:
-                    projection.forget()
-                    follower.reload()
-                    log.debug("projection_position_moved", view=projection.name)
-                except BaseException:
-                    projection.forget()
-                    raise
-                else:
-                    projection.committed(last)
+            self._apply(behind, batch, start, last)
             read += len(batch)
             if on_progress is not None:
                 on_progress(last, target)
         return read
+
+    def _apply(self, behind: list[tuple[Projection, LogFollower]], batch: list[tuple[int, ev.Event]],
+               start: int, last: int) -> None:
+        """The batch, to every view behind, in ONE write transaction (each view a savepoint of
+        it: `ViewStore.advance_in`). A view whose position another runner moved is left out
+        and reloaded; any other failure rolls the whole batch back for every view."""
+        applied: list[Projection] = []
+        moved: list[tuple[Projection, LogFollower]] = []
+        before = [follower.position for _, follower in behind]
+        try:
+            with self.store.write() as tx:
+                self._positions.tx = tx
+                for projection, follower in behind:
+                    position = follower.position
+                    mine = batch if position == start else [item for item in batch if item[0] > position]
+                    if not mine:
+                        continue
+                    try:
+                        with follower.advance(last) as view_tx:
+                            projection.apply(view_tx, mine, position)
+                    except PositionMoved:
+                        moved.append((projection, follower))
+                    else:
+                        applied.append(projection)
+        except BaseException:
+            for (projection, follower), position in zip(behind, before, strict=True):  # nothing was stored
+                projection.forget()
+                follower.reload(position)
+            raise
+        finally:
+            self._positions.tx = None
+        for projection in applied:
+            projection.committed(last)
+        for projection, follower in moved:
+            projection.forget()
+            follower.reload()
+            log.debug("projection_position_moved", view=projection.name)
 
     def rebuild(self, names: Sequence[str] | None = None, *, batch_size: int = REBUILD_BATCH_SIZE,
                 on_progress: Progress | None = None) -> int:
@@ -226,6 +262,7 @@ class ProjectionRunner:
         failures = 0
         try:
             while not self._stopping.is_set():
+                self._wake.clear()  # what woke us is stored by now: this pass covers it
                 try:
                     read = self.run_once()
                     self.last_error, failures = None, 0
@@ -256,6 +293,23 @@ class ProjectionRunner:
     def _sleep(self) -> None:
         self._wake.wait(self.poll_interval)
         self._wake.clear()
+
+
+class _PassPositions:
+    """The followers' positions: the view store's, moved inside the pass's transaction while
+    one is open (`ProjectionRunner._apply`), else in a transaction of their own."""
+
+    def __init__(self, store: ViewStore) -> None:
+        self.store = store
+        self.tx: Tx | None = None
+
+    def position(self, name: str) -> int | None:
+        return self.store.position(name)
+
+    def advance(self, name: str, expected: int, position: int) -> AbstractContextManager[Tx]:
+        if self.tx is not None:
+            return self.store.advance_in(self.tx, name, expected, position)
+        return self.store.advance(name, expected, position)
 
 
 class _Listener:

@@ -194,12 +194,34 @@ class ViewStore(ABC):
         Raises `PositionMoved` (nothing written) if the view is no longer at `expected`.
         """
         with self.write() as tx:
-            current = self._lock_position(tx, view)
-            if current != expected:
-                raise PositionMoved(f"{view} is at {current}, expected {expected}")
+            self._check_position(tx, view, expected)
             yield tx
-            tx.execute("UPDATE sf_tracking SET position = ?, updated_at = ? WHERE view = ?",
-                       (position, time.time(), view))
+            self._move(tx, view, position)
+
+    @contextmanager
+    def advance_in(self, tx: Tx, view: str, expected: int, position: int) -> Iterator[Tx]:
+        """`advance` inside the caller's write transaction, as a savepoint of it: the runner
+        applies a batch to every view in one transaction (one write lock, one commit, not one
+        a view), and a view that fails or whose position moved is rolled back alone."""
+        tx.execute("SAVEPOINT sf_advance")
+        try:
+            self._check_position(tx, view, expected)
+            yield tx
+            self._move(tx, view, position)
+        except BaseException:
+            tx.execute("ROLLBACK TO SAVEPOINT sf_advance")
+            tx.execute("RELEASE SAVEPOINT sf_advance")
+            raise
+        tx.execute("RELEASE SAVEPOINT sf_advance")
+
+    def _check_position(self, tx: Tx, view: str, expected: int) -> None:
+        current = self._lock_position(tx, view)
+        if current != expected:
+            raise PositionMoved(f"{view} is at {current}, expected {expected}")
+
+    @staticmethod
+    def _move(tx: Tx, view: str, position: int) -> None:
+        tx.execute("UPDATE sf_tracking SET position = ?, updated_at = ? WHERE view = ?", (position, time.time(), view))
 
     def wait(self, names: Sequence[str], notification_id: int, timeout: float,
              interval: float = 0.02) -> bool:

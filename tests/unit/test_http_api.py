@@ -18,7 +18,7 @@ from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.engine import commands as cmd
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
-from stepflow.projections import WorkersView
+from stepflow.projections import WorkersView, queries
 
 PIPELINE = {
     "identifier": "pipeline", "version": "1.2.0", "label": "Two steps",
@@ -94,6 +94,17 @@ def test_start_then_show_with_steps_jobs_and_graph(client: TestClient, app: Any)
     answer(app, started["workflow_id"], "store")
     done = client.get(f"/api/workflows/{started['workflow_id']}").json()
     assert done["workflow"]["status"] == "completed" and done["workflow"]["progress"] == 100.0
+
+
+def test_a_start_is_in_the_views_when_it_is_answered(client: TestClient, app: Any) -> None:
+    # read-your-writes without asking again: the 201 waited for a runner pass that covers it
+    s = app.state.services
+    for _ in range(3):
+        started = client.post("/api/workflows", json={"definition": "pipeline"}).json()
+        assert min(s.store.positions(s.runner.names).values()) >= started["notification_id"]
+        assert queries.get_workflow(s.store, started["workflow_id"]) is not None
+    batch = client.post("/api/workflows:batch", json={"starts": [{"definition": "pipeline"}] * 3}).json()
+    assert all(queries.get_workflow(s.store, item["workflow_id"]) is not None for item in batch["items"])
 
 
 def test_an_older_version_can_be_started_by_name(client: TestClient) -> None:

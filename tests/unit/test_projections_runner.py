@@ -71,6 +71,39 @@ def test_a_failing_batch_writes_nothing_and_is_retried(engine: WorkflowEngine, r
     assert queries.get_workflow(runner.store, workflow_id) is not None
 
 
+def test_a_batch_is_one_transaction_for_every_view(engine: WorkflowEngine, runner: ProjectionRunner,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # the views share the batch's transaction (one write lock a batch): the last view failing
+    # takes back what the others wrote, positions in the store and in memory alike
+    workflow_id = engine.start_workflow(INGEST)
+    last = runner.projections[-1]
+    monkeypatch.setattr(last, "apply", lambda tx, batch, position=None: (_ for _ in ()).throw(RuntimeError("late")))
+    with pytest.raises(RuntimeError):
+        runner.run_once()
+    assert runner.positions() == dict.fromkeys(runner.names, 0)
+    assert {name: f.position for name, f in runner.followers.items()} == dict.fromkeys(runner.names, 0)
+    assert queries.get_workflow(runner.store, workflow_id) is None
+    monkeypatch.undo()
+    runner.run_once()
+    assert runner.positions() == dict.fromkeys(runner.names, engine.max_notification_id())
+    assert queries.job_stats(runner.store)[0].submitted == 1  # applied once
+
+
+def test_each_pass_reports_where_every_view_is(engine: WorkflowEngine, runner: ProjectionRunner) -> None:
+    reports: list[int] = []
+    runner.on_pass(reports.append)
+    engine.start_workflow(INGEST)
+    runner.run_once()
+    runner.run_once()  # nothing new: reported all the same (a waiter may have come since)
+    end = engine.max_notification_id()
+    assert reports == [end, end]
+    other = ProjectionRunner(engine, SQLiteViewStore(runner.store.path))  # type: ignore[attr-defined]
+    other.store.reset(other.projections[0])  # rewound elsewhere: the next pass says so, then catches up
+    other.close()
+    runner.run_once(until=0)
+    assert reports[-1] == 0
+
+
 def test_two_runners_on_one_view_never_apply_twice(engine: WorkflowEngine, tmp_path: Path) -> None:
     for _ in range(30):
         engine.start_workflow(INGEST)

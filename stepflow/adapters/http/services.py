@@ -9,6 +9,7 @@ history, a workflow's first event) run in Starlette's thread pool, never on the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
@@ -34,7 +35,6 @@ log = structlog.get_logger("stepflow.http")
 T = TypeVar("T")
 DEFINITION_CACHE = 10_000
 READ_YOUR_WRITES_S = 5.0
-VIEW_POLL_S = 0.002  # while a request waits for the views to show its write
 
 
 class Services:
@@ -53,8 +53,10 @@ class Services:
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
         self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
         self.starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
+        self._started_position = 0  # the log's end after the last start commit (`_commit_starts`)
         self._view_waiters: list[tuple[int, asyncio.Future[None]]] = []
-        self._view_poller: asyncio.Task[None] | None = None
+        self._views_at = 0  # where the runner's last pass left every view
+        runner.on_pass(self._views_passed)
 
     # --- threads ------------------------------------------------------------------------
 
@@ -82,21 +84,32 @@ class Services:
 
         Grouped with the other starts under way (`StartBatcher`): one commit for all of them."""
         workflow_id = await self.starts.start(Start(definition=definition, parameters=parameters, **kwargs))
-        return workflow_id, await self.settled()
+        return workflow_id, await self._started_settled()
 
     async def start_many(self, starts: list[Start]) -> tuple[list[UUID | Exception], int]:
         """Start several workflows in one commit; each one's id or error, and a log position
         that includes them."""
         answers = await self.starts.settle(starts)
-        return answers, await self.settled()
+        return answers, await self._started_settled()
 
     async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
         if self.backend is not None:
             # the backend's store thread (its aggregate cache), then wake its outbox
-            answers: list[UUID | Exception] = await self.backend.in_store(self.backend.engine.start_workflows, starts)
+            answers, position = await self.backend.in_store(_start_workflows, self.backend.engine, starts)
             self.backend.stored()
-            return answers
-        return await self.write(self.engine.start_workflows, starts)
+        else:
+            answers, position = await self.write(_start_workflows, self.engine, starts)
+        self.runner.wake()  # once a batch; its callers wait without waking it again
+        self._started_position = max(self._started_position, position)
+        return answers
+
+    async def _started_settled(self) -> int:
+        """`settled()` for a caller whose starts were just answered: the log's end read right
+        after their commit (`_commit_starts`), once a batch, instead of once a request. Ends
+        only grow, so the latest one read includes every start answered so far."""
+        position = self._started_position
+        await self.views_reach(position, READ_YOUR_WRITES_S, wake=False)
+        return position
 
     async def command(self, command: cmd.Command) -> int:
         """Run an operator command (raises `Rejected`); return a position that includes it."""
@@ -107,45 +120,51 @@ class Services:
         return await self.settled()
 
     async def settled(self) -> int:
-        """Wake the views and wait (briefly) until they show our own last write."""
+        """Wait (briefly) until the views show our own last write; the log position read."""
         position = await self.read(self.engine.max_notification_id)
-        self.runner.wake()
         await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
 
-    async def views_reach(self, position: int, timeout: float) -> bool:
-        """Wait until every view has applied `position`; False on timeout.
+    async def views_reach(self, position: int, timeout: float, *, wake: bool = True) -> bool:
+        """Wait until every view has applied `position`; False on timeout. `wake=False`: the
+        runner was woken after the write was stored (`_commit_starts`), once for many callers.
 
-        One poller for every waiting request (`ViewStore.wait` per request held a thread each
-        and looked every 20 ms, which was most of an HTTP start's time): it reads the views'
-        positions every `VIEW_POLL_S` while anyone waits, and answers all that are reached."""
+        The runner says where its views are after every pass (`ProjectionRunner.on_pass`),
+        and the waiters that position covers are answered on their event loop: no request
+        holds a thread or polls the store. A pass that starts after the write was stored, or
+        after the waiter is listed (`wake`), reports a position that covers it: either it
+        finds the waiter listed, or it reported before the listing and the check after it
+        sees its position (the runner sets `_views_at` before it looks at the waiters)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._view_waiters.append((position, future))
-        poller = self._view_poller
-        if poller is None or poller.done() or poller.get_loop() is not asyncio.get_running_loop():
-            self._view_waiters = [(p, f) for p, f in self._view_waiters if f.get_loop() is future.get_loop()]
-            self._view_poller = asyncio.create_task(self._poll_views(), name="stepflow-http-views")
+        if position <= self._views_at:
+            future.set_result(None)
+        elif wake:
+            self.runner.wake()
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return False
         return True
 
-    async def _poll_views(self) -> None:
-        while self._view_waiters:
-            positions = await self.read(self.store.positions, self.runner.names)
-            reached = min(positions.values(), default=0)
-            waiting = []
-            for position, future in self._view_waiters:
-                if future.done():
-                    continue
-                if position <= reached:
-                    future.set_result(None)
-                else:
-                    waiting.append((position, future))
-            self._view_waiters = waiting
-            if waiting:
-                await asyncio.sleep(VIEW_POLL_S)
+    def _views_passed(self, position: int) -> None:
+        """The runner's thread, after a pass: answer (on their loops) those now covered."""
+        self._views_at = position  # not the highest seen: a view being rebuilt goes back
+        loops = {future.get_loop() for p, future in self._view_waiters if p <= position}
+        for loop in loops:
+            with contextlib.suppress(RuntimeError):  # a closed loop (a test client's that ended)
+                loop.call_soon_threadsafe(self._answer_waiters, loop, position)
+
+    def _answer_waiters(self, loop: asyncio.AbstractEventLoop, reached: int) -> None:
+        waiting = []
+        for position, future in self._view_waiters:
+            if future.done() or future.get_loop().is_closed():
+                continue
+            if position <= reached and future.get_loop() is loop:
+                future.set_result(None)
+            else:
+                waiting.append((position, future))
+        self._view_waiters = waiting
 
     async def order_worker(self, instance_id: str, action: str, *, actor: str, request: str) -> int:
         """Send a worker a direct order through the backend's broker, record it (`WorkerOrdered`),
@@ -153,7 +172,6 @@ class Services:
         await self.backend.broker.publish_direct(direct_order(instance_id, action))
         position: int = await self.write(self.engine.record_worker_order, actor=actor, instance_id=instance_id,
                                          order=ORDERS[action], via="http", request=request)
-        self.runner.wake()
         await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
 
@@ -188,6 +206,12 @@ class Services:
             while len(self._definitions) > DEFINITION_CACHE:
                 self._definitions.popitem(last=False)
         return found
+
+
+def _start_workflows(engine: WorkflowEngine, starts: Sequence[Start]) -> tuple[list[UUID | Exception], int]:
+    """The starts in one commit, and the log's end read right after it in the same thread
+    (so it includes them)."""
+    return engine.start_workflows(starts), engine.max_notification_id()
 
 
 def _first_definitions(engine: WorkflowEngine, workflow_ids: list[UUID]) -> dict[str, WorkflowDefinition]:
