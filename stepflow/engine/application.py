@@ -26,7 +26,13 @@ from uuid import UUID
 import msgspec
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.persistence import JSONTranscoder, Mapper, Notification, RecordConflictError, Recording
+from eventsourcing.persistence import (
+    JSONTranscoder,
+    Mapper,
+    Notification,
+    RecordConflictError,
+    Recording,
+)
 
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -401,10 +407,10 @@ class WorkflowEngine(Application[UUID]):
         if cache is None:
             return None
         try:
-            workflow: Workflow = cache.get(workflow_id)
+            workflow = cache.get(workflow_id)
         except KeyError:
             return None
-        return workflow.state.definition
+        return workflow.state.definition if isinstance(workflow, Workflow) else None
 
     def workflow_state(self, workflow_id: UUID, version: int | None = None) -> WorkflowState:
         if version is None:

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from stepflow.adapters.outbox import OutboxPump, OutboxReader
+from stepflow.adapters.outbox import JustStored, OutboxPump, OutboxReader
+from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
@@ -127,3 +128,96 @@ async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_loop(engine: Work
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(loop, 5)
+
+
+class Reads:
+    """`in_thread` that counts the pump's reads of the log."""
+
+    def __init__(self, reader: OutboxReader) -> None:
+        self.reader = reader
+        self.reads = 0
+
+    async def __call__(self, fn: Any, *args: Any) -> Any:
+        if fn == self.reader.next_batch:
+            self.reads += 1
+        return await in_thread(fn, *args)
+
+
+class Published:
+    def __init__(self) -> None:
+        self.orders: list[str] = []
+        self.stops: list[StopJob] = []
+
+    async def __call__(self, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
+        self.orders.extend(o.job_id for o in orders)
+        self.stops.extend(stops)
+
+
+def _memory_pump(engine: WorkflowEngine) -> tuple[OutboxPump, Reads, Published]:
+    stored = JustStored()
+    engine.on_saved = stored
+    reader = OutboxReader(engine)
+    reads, published = Reads(reader), Published()
+    return OutboxPump(reader, published, reads, stored=stored), reads, published
+
+
+def _job(engine: WorkflowEngine, workflow_id: Any) -> str:
+    return next(iter(engine.workflow_state(workflow_id).jobs))
+
+
+async def test_a_commit_that_follows_on_goes_out_from_memory_without_reading_the_log(engine: WorkflowEngine) -> None:
+    pump, reads, published = _memory_pump(engine)
+    first = engine.start_workflow(ONE_STEP)
+    await pump.drain()  # the first pump reads the log too: what came before this process is there
+    assert reads.reads == 1 and published.orders == [_job(engine, first)]
+    from_memory = pump.from_memory
+    second = engine.start_workflow(ONE_STEP)
+    third = engine.start_workflow(ONE_STEP)
+    assert await pump.drain() == 2
+    assert reads.reads == 1 and pump.from_memory == from_memory + 2  # no read: both commits followed on
+    assert published.orders == [_job(engine, w) for w in (first, second, third)]
+    assert OutboxReader(engine).position == engine.max_notification_id()  # tracked all the same
+
+
+async def test_a_commit_after_another_writers_is_read_from_the_log_in_order(engine: WorkflowEngine,
+                                                                          tmp_path: Path) -> None:
+    pump, reads, published = _memory_pump(engine)
+    await pump.drain()
+    other = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                                "SQLITE_DBNAME": str(tmp_path / "store.sqlite")})  # another process, say
+    theirs = other.start_workflow(ONE_STEP)
+    ours = engine.start_workflow(ONE_STEP)  # its first id is not the next one: a gap
+    reads_before, from_memory = reads.reads, pump.from_memory
+    await pump.drain()
+    assert pump.from_memory == from_memory  # neither commit went from memory
+    assert reads.reads > reads_before
+    assert published.orders == [_job(engine, theirs), _job(engine, ours)]  # once each, in log order
+    again = engine.start_workflow(ONE_STEP)  # follows on again
+    await pump.drain()
+    assert pump.from_memory == from_memory + 1 and published.orders[-1] == _job(engine, again)
+    assert len(published.orders) == len(set(published.orders)) == 3
+
+
+async def test_a_commit_that_stops_jobs_is_read_from_the_log(engine: WorkflowEngine) -> None:
+    """The stop needs the job's instance and wire id, which the store has: read, not memory."""
+    pump, reads, published = _memory_pump(engine)
+    workflow_id = engine.start_workflow(ONE_STEP)
+    await pump.drain()
+    reads_before = reads.reads
+    engine.command(cmd.StopWorkflow(workflow_id=workflow_id, cause="stop-1"))
+    await pump.drain()
+    assert reads.reads > reads_before
+    job = engine.workflow_state(workflow_id).jobs[_job(engine, workflow_id)]
+    assert [(s.job_id, s.wire_id) for s in published.stops] == [(job.job_id, job.wire_id)]
+
+
+def test_just_stored_takes_only_what_follows_on() -> None:
+    stored = JustStored(bound=2)
+    stored.commits.extend([(3, 5, []), (6, 6, None)])
+    assert stored.take(1) is None  # 2 is missing: read the log
+    assert stored.take(2) == (5, [])
+    assert stored.take(5) is None and stored.waiting()  # a stop: read the log
+    stored.commits.append((7, 9, []))
+    stored.commits.append((10, 10, []))  # bounded: the stop's entry went, a gap the log fills
+    assert stored.take(5) is None
+    assert stored.take(6) == (9, []) and stored.take(9) == (10, []) and not stored.waiting()
