@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from test_store_contract import MEDIA, EngineFactory, StoreContract
 
-from stepflow.adapters.persistence import engine_env
+from stepflow.adapters.persistence import StoreURLError, engine_env
+from stepflow.adapters.persistence import open_engine as open_store
 
 pytestmark = pytest.mark.integration
 
@@ -25,3 +26,33 @@ class TestSqliteStore(StoreContract):
         workflow_id = open_engine().start_workflow(MEDIA, {"source": "in.mov"})
         assert Path(store_env["SQLITE_DBNAME"]).stat().st_size > 0
         assert [type(e).__name__ for e in open_engine().history(workflow_id)] == ["WorkflowStarted", "JobSubmitted"]
+
+
+class TestSqliteStoreSynchronousNormal(StoreContract):
+    """The same contract with `?synchronous=normal` (an operator's trade: see TunedSQLiteFactory)."""
+
+    @pytest.fixture
+    def store_env(self, tmp_path: Path) -> dict[str, str]:
+        return engine_env(f"sqlite:///{tmp_path / 'events.sqlite'}?synchronous=normal")
+
+    def test_every_connection_syncs_at_checkpoints_only(self, open_engine: EngineFactory) -> None:
+        engine = open_engine()
+        engine.start_workflow(MEDIA, {"source": "in.mov"})  # a writer's connection and a reader's
+        for commit in (True, False):
+            with engine.factory.datastore.transaction(commit=commit) as cursor:  # type: ignore[attr-defined]
+                cursor.execute("PRAGMA synchronous")
+                assert cursor.fetchone()[0] == 1  # NORMAL
+
+
+def test_the_default_syncs_every_commit(tmp_path: Path) -> None:
+    engine = open_store(f"sqlite:///{tmp_path / 'events.sqlite'}")
+    with engine.factory.datastore.transaction(commit=True) as cursor:  # type: ignore[attr-defined]
+        cursor.execute("PRAGMA synchronous")
+        assert cursor.fetchone()[0] == 2  # FULL
+
+
+@pytest.mark.parametrize("value", ["off", "extra", "1"])
+def test_a_synchronous_it_does_not_offer_is_refused_before_anything_is_opened(tmp_path: Path, value: str) -> None:
+    with pytest.raises(StoreURLError, match=f"synchronous='{value}' in the store URL is not one of full, normal"):
+        engine_env(f"sqlite:///{tmp_path / 'events.sqlite'}?synchronous={value}")
+    assert not (tmp_path / "events.sqlite").exists()
