@@ -198,8 +198,7 @@ class OutboxPump:
     stops)` returns once the broker confirmed all of them (it decides where each goes).
     `stored` (optional) gives the commits of this process as they happen: those that follow
     on from what was handled go out from memory, the rest is read from the log. Confirmed
-    batches are settled by the next `pump` (the next stored event, or the caller's poll): a
-    confirm alone is no reason to look again.
+    batches are settled by the next `pump`, or after each round of `run`.
     """
 
     def __init__(self, reader: OutboxReader, publish: Publish, in_thread: Callable[..., Awaitable[Any]],
@@ -220,7 +219,7 @@ class OutboxPump:
         self._publishing = 0  # entries of `_in_flight` with a task
         self._lock = asyncio.Lock()  # one publisher at a time, or a batch goes out twice
         self._settling = asyncio.Lock()  # one position write at a time, beside the publishing
-        self._confirmed = asyncio.Event()  # a batch was confirmed (or had nothing to confirm)
+        self._settle_due = asyncio.Event()  # a round of publishing ended: write what is confirmed
         self.from_memory = 0  # batches published without reading the log (for the curious)
 
     @property
@@ -234,7 +233,10 @@ class OutboxPump:
     async def run(self, wakeup: asyncio.Event, poll_s: float) -> None:
         """Pump whenever `wakeup` is set (events were stored here), or every `poll_s` (for
         events another process stored: then the log is read). The position is written by a
-        task of its own as confirms come: a write never holds up the next publish."""
+        task of its own after each round (what is confirmed by then; rounds that end while a
+        write runs share the next write): a write never holds up the next publish. Confirmed
+        batches wait for the next round (the next stored event, or the poll): a confirm alone
+        is no reason to write."""
         settler = asyncio.create_task(self._settle_loop(), name="stepflow-outbox-settle")
         try:
             while True:
@@ -242,6 +244,7 @@ class OutboxPump:
                     self._read_due = True
                 wakeup.clear()
                 await self._publish_new()
+                self._settle_due.set()  # not on every confirm: one write per round at most, as before
                 if settler.done():
                     settler.result()  # a publish failed: stop, with its batch unconfirmed
         finally:
@@ -249,8 +252,8 @@ class OutboxPump:
 
     async def _settle_loop(self) -> None:
         while True:
-            await self._confirmed.wait()
-            self._confirmed.clear()
+            await self._settle_due.wait()
+            self._settle_due.clear()
             await self._settle(wait=False)
 
     async def pump(self) -> int:
@@ -288,15 +291,12 @@ class OutboxPump:
         self._read_to = last
         if orders or stops:
             task = asyncio.create_task(self.publish(orders, stops), name="stepflow-outbox-publish")
-            task.add_done_callback(lambda _: self._confirmed.set())
             self._in_flight.append((last, len(orders), task))
             self._publishing += 1
-            return
-        if self._in_flight and self._in_flight[-1][2] is None:
+        elif self._in_flight and self._in_flight[-1][2] is None:
             self._in_flight[-1] = (last, 0, None)  # nothing to confirm: one entry for a run of them
         else:
             self._in_flight.append((last, 0, None))
-        self._confirmed.set()
 
     async def drain(self) -> int:
         """`pump`, then wait until everything published is confirmed and the position advanced."""
