@@ -37,6 +37,7 @@ from typing import Any
 from benchmarks.harness.common import AMQP_URL, Load
 from stepflow.adapters.amqp import AmqpBackendBroker
 from stepflow.adapters.backend import Backend, default_backend
+from stepflow.adapters.cli import loop as event_loop
 from stepflow.adapters.logging import configure
 from stepflow.adapters.persistence import open_engine
 from stepflow.engine import events as ev
@@ -237,7 +238,7 @@ def cli() -> None:
     parser.add_argument("--outbox-poll", type=float, default=0.5)
     parser.add_argument("--batch-wait", type=float, default=None, help="default: Backend's")
     args = parser.parse_args()
-    raise SystemExit(asyncio.run(main(args)))
+    raise SystemExit(event_loop.run(main(args)))  # the loop `stepflow serve` runs on
 
 
 if __name__ == "__main__":

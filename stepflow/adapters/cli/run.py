@@ -23,7 +23,14 @@ from typing import Any, TextIO
 import aiormq
 
 from stepflow import bootstrap
-from stepflow.adapters.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, common, default_actor
+from stepflow.adapters.cli import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    common,
+    default_actor,
+    loop,
+)
 from stepflow.adapters.cli.errors import (
     Unavailable,
     UsageError,
@@ -106,7 +113,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None) -> int:
     workers = [] if getattr(args, "no_workers", False) else _workers(args.worker, path)
     over_amqp = bool(getattr(args, "amqp_url", None))  # the flag, not $STEPFLOW_AMQP_URL
     try:
-        return asyncio.run(_run(args, definition, parameters, workers, out, over_amqp=over_amqp))
+        return loop.run(_run(args, definition, parameters, workers, out, over_amqp=over_amqp))
     except asyncio.CancelledError:  # a second Ctrl-C while the first one's stop was recorded
         say("interrupted again: exiting without waiting for the workflow to stop")
         return EXIT_INTERRUPTED

@@ -20,7 +20,6 @@ The parts are wired by `stepflow.bootstrap`; this module owns the process: logs,
 from __future__ import annotations
 
 import argparse
-import asyncio
 import socket
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import structlog
 
 from stepflow import bootstrap
-from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
+from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common, loop
 from stepflow.adapters.cli.errors import Unavailable, probe_broker, quiet_broker_logs, say
 from stepflow.adapters.cli.options import add_settings, service_logging
 from stepflow.adapters.cli.shutdown import stop_signals, watch
@@ -65,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def serve_command(args: argparse.Namespace) -> int:
     service_logging(args.settings)
-    return asyncio.run(serve(args.settings, embedded=args.embedded, worker_specs=args.workers))
+    return loop.run(serve(args.settings, embedded=args.embedded, worker_specs=args.workers))
 
 
 async def serve(settings: Settings, *, embedded: bool = False, worker_specs: list[str] | None = None) -> int:

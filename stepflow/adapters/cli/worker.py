@@ -18,7 +18,7 @@ import asyncio
 import structlog
 
 from stepflow import bootstrap
-from stepflow.adapters.cli import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common
+from stepflow.adapters.cli import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, common, loop
 from stepflow.adapters.cli.errors import Unavailable, probe_broker, say
 from stepflow.adapters.cli.options import add_settings, service_logging
 from stepflow.adapters.cli.shutdown import stop_signals
@@ -80,7 +80,7 @@ def worker_command(args: argparse.Namespace) -> int:
     except (ValueError, TypeError, ImportError, AttributeError, OSError, SyntaxError) as error:
         say(f"cannot load worker {args.target}: {error}")
         return EXIT_USAGE
-    return asyncio.run(run_worker(worker, args.settings))
+    return loop.run(run_worker(worker, args.settings))
 
 
 async def run_worker(worker: Worker, settings: Settings) -> int:
