@@ -50,6 +50,7 @@ from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
+from eventsourcing.persistence import Recording
 
 from stepflow.adapters import protocol as p
 from stepflow.adapters.deadlines import Deadlines
@@ -113,7 +114,7 @@ class Backend:
         self._outbox_wakeup = asyncio.Event()
         self._outbox: OutboxPump | None = None  # from start()
         self._just_stored = JustStored()  # this process's commits, for the outbox to publish from memory
-        engine.on_saved = self._just_stored
+        engine.on_saved = self._saved
         self._starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
         self._drained = asyncio.Event()  # the inbox took a batch short of full: the queues were empty
         self._answers_stored = asyncio.Event()
@@ -131,6 +132,12 @@ class Backend:
         if hooks.in_store is None:
             hooks.in_store = self.in_store
         self.dispatch = Dispatch(broker, notifier, self.deadlines)
+
+    def _saved(self, recordings: list[Recording[UUID]]) -> None:
+        """Each commit of this process, as the engine makes it (store thread): the outbox
+        publishes its orders and the hooks pass over it from memory."""
+        self._just_stored(recordings)
+        self.hooks.stored(recordings)
 
     @property
     def stats(self) -> dict[str, int]:
@@ -186,7 +193,7 @@ class Backend:
     async def stop(self) -> None:
         await cancelled(self._tasks)
         self._tasks = []
-        await self._deactivate()
+        await self._deactivate(settle=True)
         with contextlib.suppress(Exception):
             await self.broker.close()  # unacked deliveries go back to the queues
         await self.lease.close()  # only then may another backend take over
@@ -249,11 +256,17 @@ class Backend:
                  activate_s=round(time.monotonic() - began, 3), outbox_position=self._outbox.position,
                  window=len(self._window.held), reached=len(self._window.reached))
 
-    async def _deactivate(self) -> None:
-        """Stop every active part: after this, this process publishes, consumes and fires nothing."""
-        self.active = False
+    async def _deactivate(self, settle: bool = False) -> None:
+        """Stop every active part: after this, this process publishes, consumes and fires nothing.
+        On a clean stop (`settle`) the outbox position is written over what is confirmed."""
+        was_active, self.active = self.active, False
         await cancelled(self._active_tasks)
         self._active_tasks = []
+        if settle and was_active and self._outbox is not None:
+            try:
+                await self._outbox.settle_confirmed()
+            except Exception as error:  # noqa: BLE001  the store may be gone: the next start republishes
+                log.warning("outbox_position_not_written", error=repr(error))
         if self._outbox is not None:
             self._outbox.cancel()  # unconfirmed batches: republished from the position by the next holder
         await self.notifier.close()  # notification calls under way: the next holder repeats them

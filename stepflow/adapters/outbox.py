@@ -26,13 +26,15 @@ is done; waiting for one batch's confirms before publishing the next would put t
 wait in front of every other workflow's next step. So batches are published while earlier
 ones await their confirms, and the position advances only over a prefix of batches that are
 all confirmed, in the order they were handled. The position write runs beside the publishing
-(its own lock): under load one write covers every batch confirmed while the last one ran,
-and no order waits for it.
+(its own lock), at most once every `POSITION_EVERY_S`: one write covers every batch
+confirmed since the last, and no order waits for it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import UTC, datetime
@@ -52,6 +54,8 @@ from stepflow.engine.state import WorkflowState
 
 OUTBOX = "outbox"
 TOPICS = ("JobSubmitted", "WorkflowStopped", "WorkflowDeleted", "JobTimedOut")
+# At most one position write this often while publishing (see `OutboxPump`).
+POSITION_EVERY_S = 0.05
 
 
 def stop_jobs(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut,
@@ -198,12 +202,17 @@ class OutboxPump:
     stops)` returns once the broker confirmed all of them (it decides where each goes).
     `stored` (optional) gives the commits of this process as they happen: those that follow
     on from what was handled go out from memory, the rest is read from the log. Confirmed
-    batches are settled by the next `pump`, or after each round of `run`.
+    batches are settled by the next `pump`, or after a round of `run`, at most once every
+    `position_every_s`: each write is a commit (a sync) that competes with the inbound
+    batches' commits for the store, and a position that lags by that much costs nothing
+    after a crash but a few orders published again (the next holder's `Window` leaves out
+    those whose jobs a worker reached).
     """
 
     def __init__(self, reader: OutboxReader, publish: Publish, in_thread: Callable[..., Awaitable[Any]],
                  max_in_flight: int = 16, stored: JustStored | None = None,
-                 write_in_thread: Callable[..., Awaitable[Any]] | None = None) -> None:
+                 write_in_thread: Callable[..., Awaitable[Any]] | None = None,
+                 position_every_s: float = POSITION_EVERY_S) -> None:
         self.reader = reader
         self.publish = publish
         self.in_thread = in_thread
@@ -220,6 +229,9 @@ class OutboxPump:
         self._lock = asyncio.Lock()  # one publisher at a time, or a batch goes out twice
         self._settling = asyncio.Lock()  # one position write at a time, beside the publishing
         self._settle_due = asyncio.Event()  # a round of publishing ended: write what is confirmed
+        self.position_every_s = position_every_s
+        self._written_at = -math.inf  # time.monotonic() of the last position write
+        self.position_writes = 0  # (for the curious, and the benchmark)
         self.from_memory = 0  # batches published without reading the log (for the curious)
 
     @property
@@ -253,8 +265,16 @@ class OutboxPump:
     async def _settle_loop(self) -> None:
         while True:
             await self._settle_due.wait()
+            rest = self._written_at + self.position_every_s - time.monotonic()
+            if rest > 0:
+                await asyncio.sleep(rest)  # a rate limit: the rounds meanwhile share this write
             self._settle_due.clear()
             await self._settle(wait=False)
+
+    async def settle_confirmed(self) -> int:
+        """Write the position over what is confirmed now (a clean stop: the next start then
+        publishes nothing again)."""
+        return await self._settle(wait=False)
 
     async def pump(self) -> int:
         """Publish what is stored and not yet published, and advance over what is confirmed;
@@ -326,6 +346,8 @@ class OutboxPump:
             if orders and FAULT == "after_publish_before_advance":
                 crash()
             await self.write_in_thread(self.reader.advance, last)
+            self._written_at = time.monotonic()
+            self.position_writes += 1
             return orders
 
     def cancel(self) -> None:

@@ -287,3 +287,49 @@ async def test_a_stop_that_comes_with_a_wake_up_still_ends_the_hook_loop() -> No
     loop.cancel()
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(loop, 5)
+
+
+async def test_commits_that_call_no_hook_are_passed_over_without_reading_the_log(tmp_path: Any) -> None:
+    """Every inbound batch wakes the hooks: this process's commits that end no workflow with
+    hooks are passed over from memory, and the log is read only for one that may call a hook,
+    or after another writer's commit (a gap)."""
+    from stepflow.adapters.notify.hooks import HookFollower
+    from stepflow.engine import commands as cmd
+
+    seen: list[HttpCall] = []
+
+    def transport(call: HttpCall) -> HttpAnswer:
+        seen.append(call)
+        return HttpAnswer(status=200)
+
+    async def in_store(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    env = {"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(tmp_path / "store.sqlite")}
+    e = WorkflowEngine(env=env)
+    hooks = HookFollower(e, Notifier(transport=transport, allowed_hosts={"x"}), in_store=in_store)
+    e.on_saved = hooks.stored
+    await hooks.prepare()
+    plain = build_definition({"identifier": "p", "steps": [{"id": "work", "job_type": "work"}]})
+    hooked = build_definition({"identifier": "h", "steps": [{"id": "work", "job_type": "work"}],
+                               "hooks": {"on_completed": [{"url": "http://x/done/{run.id}"}]}})
+
+    def run(definition: Any, on: WorkflowEngine = e) -> Any:
+        wid = on.start_workflow(definition)
+        (job,) = on.load(wid).state.current_jobs("work")
+        on.command(cmd.RecordCompleted(workflow_id=wid, job_id=job.job_id))
+        return wid
+
+    for _ in range(3):
+        run(plain)
+        assert await hooks.flush(read_log=False) == 0
+    assert hooks.log_reads == 0 and hooks.position == e.max_notification_id()
+    wid = run(hooked)
+    assert await hooks.flush(read_log=False) == 1 and hooks.log_reads == 1  # may call: read
+    assert [c.url for c in seen] == [f"http://x/done/{wid}"]
+    other = WorkflowEngine(env=env)  # another writer on the same store
+    theirs = run(hooked, other)
+    run(plain)  # ours no longer follows on from what was scanned: a gap, so the log is read
+    assert await hooks.flush(read_log=False) == 1 and hooks.log_reads > 1
+    assert [c.url for c in seen][-1] == f"http://x/done/{theirs}"
+    assert hooks.position == e.max_notification_id()

@@ -221,3 +221,29 @@ def test_just_stored_takes_only_what_follows_on() -> None:
     stored.commits.append((10, 10, []))  # bounded: the stop's entry went, a gap the log fills
     assert stored.take(5) is None
     assert stored.take(6) == (9, []) and stored.take(9) == (10, []) and not stored.waiting()
+
+
+async def test_rounds_within_the_interval_share_one_position_write(engine: WorkflowEngine) -> None:
+    """Every round of publishing used to end in a write (a commit and a sync, on the store the
+    inbound batches commit to): now the rounds of one interval share one, which still comes."""
+    stored = JustStored()
+    engine.on_saved = stored
+    published = Published()
+    pump = OutboxPump(OutboxReader(engine), published, in_thread, stored=stored, position_every_s=0.3)
+    wakeup = asyncio.Event()
+    running = asyncio.create_task(pump.run(wakeup, poll_s=60))
+    try:
+        for i in range(6):  # one round each, as when the inbound batches trickle in
+            engine.start_workflow(ONE_STEP)
+            wakeup.set()
+            async with asyncio.timeout(5):
+                while len(published.orders) <= i:
+                    await asyncio.sleep(0.001)
+        async with asyncio.timeout(5):
+            while OutboxReader(engine).position < engine.max_notification_id():
+                await asyncio.sleep(0.01)
+        assert pump.position_writes <= 2, pump.position_writes  # the first round's, then one for the rest
+    finally:
+        running.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await running
