@@ -6,6 +6,7 @@ a handler module imports them without reading how orders are taken and answered.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 from typing import Protocol
 
@@ -55,7 +56,13 @@ class JobContext:
         # Unique per attempt and per run of the worker: a job redelivered to a restarted
         # worker reports progress under new ids, not ones the backend already applied.
         self._progress_prefix = f"{order.job_id}:progression:{order.attempt}:{worker.run_token}"
-        self.log = log.bind(job_id=order.job_id, workflow_id=workflow_id, job_type=job_type)
+
+    @functools.cached_property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        """A logger bound to the job's ids; bound on first use (most jobs never log)."""
+        bound: structlog.typing.FilteringBoundLogger = log.bind(job_id=self.wire_job_id, workflow_id=self.workflow_id,
+                                                                 job_type=self.job_type)
+        return bound
 
     async def progress(self, percent: int, message: str | None = None) -> None:
         """Report progress (0-100). Confirmed by the broker before it returns."""

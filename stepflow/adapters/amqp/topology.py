@@ -45,7 +45,7 @@ or moves to a new vhost or prefix.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 import aio_pika
@@ -277,8 +277,6 @@ class Topology:
 def persistent(body: bytes, *, message_id: str, headers: dict[str, Any] | None = None, priority: int = 0,
                expiration_s: float | None = None) -> aio_pika.Message:
     """The one way stepflow builds an AMQP message: JSON, persistent, id and timestamp set."""
-    from datetime import datetime
-
     return aio_pika.Message(
         body,
         message_id=message_id,
