@@ -55,7 +55,7 @@ from stepflow.engine.state import WorkflowState
 OUTBOX = "outbox"
 TOPICS = ("JobSubmitted", "WorkflowStopped", "WorkflowDeleted", "JobTimedOut")
 # At most one position write this often while publishing (see `OutboxPump`).
-POSITION_EVERY_S = 0.05
+POSITION_EVERY_S = 0.02
 
 
 def stop_jobs(event: ev.WorkflowStopped | ev.WorkflowDeleted | ev.JobTimedOut,

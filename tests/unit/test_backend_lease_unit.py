@@ -74,3 +74,38 @@ async def test_orders_whose_job_a_worker_already_took_are_not_republished() -> N
         assert store.workflow_state(waiting).jobs
     finally:
         await backend.stop()
+
+
+async def test_held_orders_wait_while_the_workers_still_answer_and_go_once_they_are_quiet() -> None:
+    """After a take-over, orders of the window that no worker answered yet are held back:
+    while anything is still being stored (the workers work through a backlog, where the held
+    orders may wait behind later steps') none goes out again; once nothing was stored for the
+    quiet spell, those still unheard of do."""
+    from stepflow.adapters.takeover import Window
+
+    store = engine()
+    position = store.max_notification_id()
+    first, second = store.start_workflow(one_step()), store.start_workflow(one_step())
+    orders = {w: store.load(w).state.current_jobs("only")[0] for w in (first, second)}
+    window = Window(store, position)
+    held = [e for e in store.events.get(first) if type(e).__name__ == "JobSubmitted"]
+    held += [e for e in store.events.get(second) if type(e).__name__ == "JobSubmitted"]
+    stored = asyncio.Event()
+
+    async def in_thread(fn: Any, *args: Any) -> Any:
+        return fn(*args)
+
+    async def busy_workers() -> None:
+        for i in range(12):  # 0.6 s of answers to other jobs, then one of the held is answered
+            await asyncio.sleep(0.05)
+            if i == 10:
+                store.command(cmd.RecordCompleted(workflow_id=first, job_id=orders[first].job_id))
+            stored.set()
+
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    answering = asyncio.create_task(busy_workers())
+    unheard = await window.unheard_of(held, in_thread, stored, quiet_s=0.3, grace_s=5)
+    await answering
+    assert loop.time() - began >= 0.6 + 0.3  # not while the workers answered: after, once quiet
+    assert [o.job_id for o in unheard] == [orders[second].job_id]
