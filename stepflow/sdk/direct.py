@@ -12,6 +12,7 @@ the worker's jobs and stop event, and nothing of how jobs are run.
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from datetime import datetime
 
 import structlog
@@ -24,6 +25,7 @@ from stepflow.sdk.jobs import RunningJob
 from stepflow.sdk.orders import MAX_ERROR_TEXT, describe, loggable
 
 log = structlog.get_logger("stepflow.worker")
+STOPS_REMEMBERED = 10_000  # job ids whose stop came before their order, newest kept
 
 
 class DirectOrders:
@@ -35,6 +37,7 @@ class DirectOrders:
     heartbeat_s: float
     handlers: dict[str, Registered]
     _jobs: dict[str, RunningJob]  # job id -> the job running here
+    _stopped_ahead: OrderedDict[str, None]  # stops that came before their order (see `_direct`)
     _stopping: asyncio.Event
 
     @property
@@ -60,8 +63,17 @@ class DirectOrders:
             raise ValueError("body is not bytes or over the size limit")
         order = p.decode_direct(body)
         if order.type == "stop_process" and order.job_id:
-            job = self._jobs.get(p.job_key(order.job_id))
-            if job is not None and job.task is not None and job.cancellable:
+            key = p.job_key(order.job_id)
+            job = self._jobs.get(key)
+            if job is None:
+                # Not here (yet): a stop with no instance named goes to every worker while the
+                # order may still wait in a queue, behind jobs this worker holds. Remember it:
+                # the order, if it comes, is answered `stopped` and not run (run, it would hold
+                # a prefetch slot for a job the backend has given up on, until the next stop).
+                self._stopped_ahead[key] = None
+                while len(self._stopped_ahead) > STOPS_REMEMBERED:
+                    self._stopped_ahead.popitem(last=False)
+            elif job.task is not None and job.cancellable:
                 log.info("job_stop_ordered", job_id=order.job_id)
                 job.task.cancel()
         elif order.type == "stop_consuming_jobs":

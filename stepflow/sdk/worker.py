@@ -78,6 +78,7 @@ class Worker(DirectOrders):
         self.instance_id = instance_id or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
         self.handlers: dict[str, Registered] = {}
         self._jobs: dict[str, RunningJob] = {}  # job id -> the job running here
+        self._stopped_ahead: OrderedDict[str, None] = OrderedDict()
         self._chores: set[asyncio.Task[None]] = set()  # answers to bad or repeated orders
         self.answered_file = AnsweredFile(answered_file, REMEMBERED_JOBS) if answered_file is not None else None
         self._answered: OrderedDict[str, p.Message] = (
@@ -165,9 +166,13 @@ class Worker(DirectOrders):
             log.info("order_already_answered", job_id=key)
             self._chore(self._answer(broker, [delivery], answered, key))
             return
+        stopped = key in self._stopped_ahead
+        if stopped:
+            del self._stopped_ahead[key]
+            log.info("order_stopped_before_start", job_id=key)
         job = RunningJob(delivery)
         self._jobs[key] = job
-        job.task = asyncio.create_task(self._serve(broker, job, order, job_type, workflow_id))
+        job.task = asyncio.create_task(self._serve(broker, job, order, job_type, workflow_id, stopped=stopped))
         job.task.add_done_callback(functools.partial(self._finished, key, job))
 
     def _finished(self, job_id: str, job: RunningJob, task: asyncio.Task[None]) -> None:
@@ -182,11 +187,17 @@ class Worker(DirectOrders):
         task.add_done_callback(self._chores.discard)
 
     async def _serve(self, broker: WorkerBroker, job: RunningJob, order: p.JobOrder, job_type: str,
-                     workflow_id: str) -> None:
+                     workflow_id: str, *, stopped: bool = False) -> None:
+        """Run the job and answer; a job whose stop came first (`stopped`) is answered
+        `stopped` without running."""
         ctx = JobContext(self, broker, order, job_type, workflow_id)
         started = time.monotonic()
         try:
-            response = await self._run_handler(broker, job, ctx, order, started)
+            if stopped:
+                response = answers.result(ctx, self.instance_id, "stopped", started,
+                                          message="stopped by order before it started")
+            else:
+                response = await self._run_handler(broker, job, ctx, order, started)
         except asyncio.CancelledError:
             raise  # shutting down: the order went back to the queue
         except Exception as error:  # noqa: BLE001  building the answer failed: still answer, never hold the order

@@ -226,6 +226,35 @@ async def test_stop_order_reaches_the_worker_which_cancels_the_job() -> None:
     assert worker.completed == 1  # it answered (job_stopped) and acked the order
 
 
+async def test_a_stop_that_comes_before_its_order_is_kept_and_the_order_is_not_run() -> None:
+    """A worker with one prefetch slot runs A (it hangs); B's order waits in the queue. B is
+    stopped: the stop goes to every worker (no instance was heard on B yet), and this one does
+    not hold B. Once A is stopped too, B's order arrives: it is answered `stopped` and never
+    run, so it cannot hold the slot for a job the backend gave up on."""
+    engine = memory_engine()
+    runs: list[str] = []
+    worker = Worker("slow", heartbeat_s=60, prefetch=1)
+
+    @worker.job("slow")
+    async def slow(params: dict, ctx: JobContext) -> dict:
+        runs.append(ctx.workflow_id)
+        await asyncio.sleep(60)
+        return {}
+
+    async with EmbeddedRuntime(engine, [worker]) as runtime:
+        first = await runtime.start(one_step("slow"))
+        await eventually(lambda: runs, what="the first job running")
+        second = await runtime.start(one_step("slow"))
+        await runtime.backend.command(cmd.StopWorkflow(workflow_id=second, actor="tester", reason="not needed"))
+        await eventually(lambda: worker._stopped_ahead, what="the stop of a job not held here, kept")
+        await runtime.backend.command(cmd.StopWorkflow(workflow_id=first, actor="tester", reason="enough"))
+        await eventually(lambda: worker.completed == 2, what="both orders answered")
+        for workflow_id in (first, second):
+            assert (await runtime.wait(workflow_id, timeout=5)).status == "stopped"
+    assert runs == [str(first)]  # the second job's handler never ran
+    assert not worker._stopped_ahead
+
+
 async def test_pause_holds_new_jobs_until_resume() -> None:
     engine = memory_engine()
     definition = build_definition({"identifier": "t", "steps": [
