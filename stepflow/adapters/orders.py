@@ -41,7 +41,8 @@ def stop_message(stop: StopJob) -> p.Message:
     header alone: the direct queues bind with `x-match=any`, so any other header would reach
     more workers, and an original SDK worker stops whatever job it runs, whatever the job id.
     When no instance is known yet (no answer came), it goes to stepflow's own workers only
-    (`stepflow_broadcast`), which stop the job only if they hold it; an original worker that
+    (`stepflow_broadcast`), which stop the job if they hold it, or else answer its order
+    `stopped` without running it if it reaches them later; an original worker that
     took the job and has not reported yet cannot be reached, and its answer will come late."""
     body = p.DirectOrder(type="stop_process", job_id=stop.job_id if stop.wire_id is None else stop.wire_id,
                          parameters=[])
