@@ -36,11 +36,9 @@ import asyncio
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
-
-from eventsourcing.persistence import Recording
 
 from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.faults import FAULT, crash
@@ -48,7 +46,7 @@ from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
 from stepflow.adapters.wakeup import cancelled, woken
 from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
-from stepflow.engine.follower import LogFollower
+from stepflow.engine.follower import CommitsSeen, LogFollower
 from stepflow.engine.ports import BackendBroker, StopJob
 from stepflow.engine.state import WorkflowState
 
@@ -112,51 +110,20 @@ class OutboxReader:
         self.log.record(position)
 
 
-class JustStored:
-    """The orders of each commit this process made, handed over by the engine as it commits
-    (`WorkflowEngine.on_saved`, in the store thread) for the pump to publish from memory.
-
-    One entry per commit: (first notification id, last, its orders), the orders None when the
-    commit holds an event that stops jobs (the pump then reads the log, which looks up their
-    workers). Bounded: a standby backend's commits are never taken, and an entry dropped is
-    only a gap, which the pump fills from the log."""
+class JustStored(CommitsSeen[list[ev.JobSubmitted]]):
+    """The orders of each commit this process made, for the pump to publish from memory; no
+    orders (None) for a commit that holds an event that stops jobs: the pump then reads the
+    log, which looks up their workers. A standby backend's commits are never taken: the bound
+    keeps them from piling up."""
 
     def __init__(self, bound: int = 1024) -> None:
-        self.commits: deque[tuple[int, int, list[ev.JobSubmitted] | None]] = deque(maxlen=bound)
+        super().__init__(_orders_of, bound)
 
-    def __call__(self, recordings: Sequence[Recording[Any]]) -> None:
-        if not recordings:
-            return
-        ids = [r.notification.id for r in recordings]
-        orders: list[ev.JobSubmitted] | None = []
-        for recording in recordings:
-            event = recording.domain_event
-            if isinstance(event, ev.JobSubmitted):
-                orders.append(event)  # type: ignore[union-attr]
-            elif isinstance(event, _STOPPING):
-                orders = None
-                break
-        self.commits.append((min(ids), max(ids), orders))  # deque.append is safe across threads
 
-    def take(self, handled: int) -> tuple[int, list[ev.JobSubmitted]] | None:
-        """The next commit's (last id, orders) if it follows on from `handled`; None when the
-        log must be read first (a gap, or a stop) or when nothing is waiting."""
-        while self.commits:
-            first, last, orders = self.commits[0]
-            if last <= handled:
-                self.commits.popleft()  # already read from the log
-                continue
-            if first != handled + 1 or orders is None:
-                return None
-            self.commits.popleft()
-            return last, orders
+def _orders_of(events: list[ev.Event]) -> list[ev.JobSubmitted] | None:
+    if any(isinstance(event, _STOPPING) for event in events):
         return None
-
-    def waiting(self) -> bool:
-        return bool(self.commits)
-
-    def clear(self) -> None:
-        self.commits.clear()
+    return [event for event in events if isinstance(event, ev.JobSubmitted)]
 
 
 _STOPPING = (ev.WorkflowStopped, ev.WorkflowDeleted, ev.JobTimedOut)

@@ -17,20 +17,26 @@ Two things are pluggable, and the defaults are what any `eventsourcing` applicat
 
 Synchronous, like the store: callers run it off their event loop. It needs nothing of the
 engine's application service, so the projections use it without importing the adapters.
+
+`CommitsSeen` is the log's shortcut for a follower in the process that writes: the commits
+this process makes, handed over as they are made, so that a commit which follows on from
+what the follower handled is handled from memory, with no read of the log.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from eventsourcing.application import Application
-from eventsourcing.persistence import IntegrityError, Tracking, TrackingRecorder
+from eventsourcing.persistence import IntegrityError, Recording, Tracking, TrackingRecorder
 
 from stepflow.engine import events as ev
 
 ReadLog = Callable[[int, int], list[tuple[int, ev.Event]]]  # (after, limit) -> [(notification id, event)]
+T = TypeVar("T")
 
 
 class Positions(Protocol):
@@ -127,3 +133,42 @@ class LogFollower:
         """Take the stored position again (another process may have moved it), or `position`
         when the caller has just read it from the store with others'."""
         self.position = (self.positions.position(self.name) if position is None else position) or 0
+
+
+class CommitsSeen(Generic[T]):
+    """This process's commits, as the engine makes them (`WorkflowEngine.on_saved`, in the
+    thread that committed): one entry per commit, (first notification id, last, `summary` of
+    its events), oldest first. The summary is what the follower needs of the commit, or None
+    when it must read the log for it. Bounded: an entry dropped is only a gap, which the
+    follower fills from the log."""
+
+    def __init__(self, summary: Callable[[list[ev.Event]], T | None], bound: int = 1024) -> None:
+        self.summary = summary
+        self.commits: deque[tuple[int, int, T | None]] = deque(maxlen=bound)
+
+    def __call__(self, recordings: Sequence[Recording[Any]]) -> None:
+        if not recordings:
+            return
+        ids = [r.notification.id for r in recordings]
+        summary = self.summary([r.domain_event for r in recordings])  # type: ignore[misc]
+        self.commits.append((min(ids), max(ids), summary))  # deque.append is safe across threads
+
+    def take(self, handled: int) -> tuple[int, T] | None:
+        """The next commit's (last id, summary) if it follows on from `handled`; None when the
+        log must be read first (a gap, or no summary) or when nothing is waiting."""
+        while self.commits:
+            first, last, summary = self.commits[0]
+            if last <= handled:
+                self.commits.popleft()  # already read from the log
+                continue
+            if first != handled + 1 or summary is None:
+                return None
+            self.commits.popleft()
+            return last, summary
+        return None
+
+    def waiting(self) -> bool:
+        return bool(self.commits)
+
+    def clear(self) -> None:
+        self.commits.clear()

@@ -11,10 +11,11 @@ On first start over an existing store it begins at the end of the log, so upgrad
 replays the hooks of workflows that ended long ago.
 
 Its reads run in the backend's store thread, which the backend lends it (`in_store`) when
-the follower is handed to it. They are rare: the engine tells `CommitsSeen` about each commit
-this process makes, and a wake-up whose commits follow on from what was scanned and end no
-workflow with hooks moves `scanned` without reading the log (before, every inbound batch
-cost a read of the log in the store thread, on the step path). The log is read after a gap
+the follower is handed to it. They are rare: the engine tells the follower about each commit
+this process makes (`CommitsSeen`, in `stepflow.engine.follower`), and a wake-up whose
+commits follow on from what was scanned and end no workflow with hooks moves `scanned`
+without reading the log (before, every inbound batch cost a read of the log in the store
+thread, on the step path). The log is read after a gap
 (another process or thread committed in between), for a commit that may call hooks, and on
 the poll (other processes' commits).
 """
@@ -22,13 +23,10 @@ the poll (other processes' commits).
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
-from uuid import UUID
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
 
 import structlog
-from eventsourcing.persistence import Recording
 
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.wakeup import woken
@@ -36,7 +34,7 @@ from stepflow.engine import events as ev
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.decisions import template_scope
 from stepflow.engine.definitions import NotificationSpec, WorkflowDefinition
-from stepflow.engine.follower import LogFollower
+from stepflow.engine.follower import CommitsSeen, LogFollower
 from stepflow.engine.templates import TemplateError, render
 
 log = structlog.get_logger("stepflow.hooks")
@@ -46,45 +44,6 @@ TOPICS = ("WorkflowCompleted", "WorkflowFailed")
 InStore = Callable[..., Awaitable[Any]]
 
 Pending = tuple[int, str, str, list[dict[str, Any]]]  # (notification id, workflow id, when, requests)
-
-
-class CommitsSeen:
-    """This process's commits, as the engine makes them (`WorkflowEngine.on_saved`, in the
-    store thread): (first notification id, last, whether it may call a hook), oldest first.
-    Bounded: an entry dropped is only a gap, which the follower fills from the log."""
-
-    def __init__(self, engine: WorkflowEngine, bound: int = 1024) -> None:
-        self.engine = engine
-        self.commits: deque[tuple[int, int, bool]] = deque(maxlen=bound)
-
-    def __call__(self, recordings: Sequence[Recording[UUID]]) -> None:
-        if not recordings:
-            return
-        calls = False
-        for recording in recordings:
-            event = recording.domain_event
-            if isinstance(event, (ev.WorkflowCompleted, ev.WorkflowFailed)):
-                # the aggregate was just saved, so it is in the cache; without a cache, read the log
-                definition = self.engine.cached_definition(event.originator_id)
-                if definition is None or _hooks_for(definition, event):
-                    calls = True
-                    break
-        ids = [r.notification.id for r in recordings]
-        self.commits.append((min(ids), max(ids), calls))  # deque.append is safe across threads
-
-    def skip(self, scanned: int) -> tuple[int, bool]:
-        """Pass over the commits that follow on from `scanned` and call no hook: (how far that
-        gets, True when every waiting commit was passed, False at a gap or a commit with calls)."""
-        while self.commits:
-            first, last, calls = self.commits[0]
-            if last <= scanned:
-                self.commits.popleft()  # read from the log already
-                continue
-            if first != scanned + 1 or calls:
-                return scanned, False
-            self.commits.popleft()
-            scanned = last
-        return scanned, True
 
 
 class HookReader:
@@ -164,8 +123,20 @@ class HookFollower:
         self._wakeup = asyncio.Event()
         self._lock = asyncio.Lock()  # one flush at a time, or a workflow's hooks are called twice
         self.reader: HookReader | None = None
-        self.stored = CommitsSeen(engine)  # the backend feeds it from `WorkflowEngine.on_saved`
+        # this process's commits (the backend feeds it from `WorkflowEngine.on_saved`), marked
+        # passable when they end no workflow with hooks
+        self.stored: CommitsSeen[Literal[True]] = CommitsSeen(self._passable)
         self.log_reads = 0  # (for the curious, and the tests)
+
+    def _passable(self, events: list[ev.Event]) -> Literal[True] | None:
+        """True when the commit ends no workflow whose definition has hooks (store thread:
+        the aggregate was just saved, so it is in the cache; not there, the log is read)."""
+        for event in events:
+            if isinstance(event, (ev.WorkflowCompleted, ev.WorkflowFailed)):
+                definition = self.engine.cached_definition(event.originator_id)
+                if definition is None or _hooks_for(definition, event):
+                    return None
+        return True
 
     def wake(self) -> None:
         self._wakeup.set()
@@ -200,10 +171,12 @@ class HookFollower:
         async with self._lock:
             if not read_log:
                 reader = self.reader
-                scanned, passed = self.stored.skip(max(reader.position, reader.scanned))
-                reader.scanned = max(reader.scanned, scanned)
-                if passed:
-                    return 0
+                scanned = max(reader.position, reader.scanned)
+                while (passed := self.stored.take(scanned)) is not None:
+                    scanned = passed[0]
+                reader.scanned = scanned
+                if not self.stored.waiting():
+                    return 0  # every commit of ours passed over: no read
             self.log_reads += 1
             while True:
                 last, pending = await self._in_store(self.reader.next_batch)
