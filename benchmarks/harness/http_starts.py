@@ -3,8 +3,9 @@
 Each client thread keeps one HTTP/1.1 connection and posts `POST /api/workflows` (one-step
 no-op workflows) back to back for a fixed time; with `batch` > 0 it posts
 `POST /api/workflows:batch` with that many starts per request instead. A start counts once
-its answer (201) came: the start is committed and the views show it (the API waits for
-them). No worker runs: the orders wait in their queue (declared here, as a worker would,
+its answer (201) came: the start is committed (the views follow within a pass; after the
+run, a listing with `?after=` the last position answered times how long they took to show
+every start, `views_behind_ms`). No worker runs: the orders wait in their queue (declared here, as a worker would,
 before the run: without it every order came back unroutable and failed its workflow, a
 second commit per start that is not the start path), which is deleted after the run, so
 what is measured is the start path alone. The store is read afterwards: every answered id
@@ -74,7 +75,7 @@ def _declare_job_queue(topology: Topology, job_type: str) -> None:
 
 
 def _client(port: int, deadline: float, batch: int, ids: list[str], latencies: list[float],
-            errors: list[str]) -> None:
+            errors: list[str], positions: list[int] | None = None) -> None:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     one = json.dumps({"definition": DEFINITION["identifier"]}).encode()
     many = json.dumps({"starts": [{"definition": DEFINITION["identifier"]}] * batch}).encode()
@@ -95,6 +96,8 @@ def _client(port: int, deadline: float, batch: int, ids: list[str], latencies: l
             continue
         latencies.append(time.perf_counter() - began)
         answer = json.loads(data)
+        if positions is not None:
+            positions.append(answer["notification_id"])
         if batch:
             ids.extend(item["workflow_id"] for item in answer["items"])
         else:
@@ -130,7 +133,8 @@ def run(log_dir: Path, *, clients: int = 8, seconds: float = 5.0, batch: int = 0
             cpu0 = server.cpu_seconds()
             deadline = time.monotonic() + seconds
             began = time.monotonic()
-            threads = [threading.Thread(target=_client, args=(port, deadline, batch, ids, latencies, errors),
+            positions: list[int] = []
+            threads = [threading.Thread(target=_client, args=(port, deadline, batch, ids, latencies, errors, positions),
                                         name=f"http-client-{i}") for i in range(clients)]
             for thread in threads:
                 thread.start()
@@ -138,6 +142,7 @@ def run(log_dir: Path, *, clients: int = 8, seconds: float = 5.0, batch: int = 0
                 thread.join(seconds + 60)
             elapsed = time.monotonic() - began
             cpu = server.cpu_seconds() - cpu0
+            views_behind_ms = _views_behind_ms(port, max(positions, default=0), errors)
             procs.check()
         reader = open_engine(url)
         try:
@@ -156,4 +161,20 @@ def run(log_dir: Path, *, clients: int = 8, seconds: float = 5.0, batch: int = 0
         raise BenchFailure(f"{tag}: {len(ids)} answered, {len(stored)} stored, {len(missing)} answered and not stored")
     return {"clients": clients, "batch": batch, "seconds": round(elapsed, 3), "workflows": len(ids),
             "requests": len(latencies), "workflows_per_s": round(len(ids) / elapsed, 1),
-            "request_ms": summary_ms(latencies), "server_cpu_ms_per_workflow": round(1000 * cpu / len(ids), 3)}
+            "request_ms": summary_ms(latencies), "server_cpu_ms_per_workflow": round(1000 * cpu / len(ids), 3),
+            "views_behind_ms": views_behind_ms}
+
+
+def _views_behind_ms(port: int, position: int, errors: list[str]) -> float:
+    """How long after the last answer a listing shows every start (`?after=`, which waits)."""
+    began = time.perf_counter()
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        connection.request("GET", f"/api/workflows?limit=1&after={position}")
+        response = connection.getresponse()
+        data = response.read()
+    finally:
+        connection.close()
+    if response.status != 200:
+        errors.append(f"views: {response.status} {data[:200]!r}")
+    return round(1000 * (time.perf_counter() - began), 1)

@@ -25,7 +25,7 @@ from uuid import UUID
 
 import msgspec
 import structlog
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent
 from eventsourcing.persistence import (
     JSONTranscoder,
     Mapper,
@@ -71,6 +71,25 @@ class Start(msgspec.Struct, frozen=True, kw_only=True):
     labels: tuple[str, ...] = ()
     actor: str | None = None
     cause: str | None = None
+
+
+class Collected(ProcessingEvent[UUID]):
+    """eventsourcing's `collect_events` tells events from aggregates by `isinstance` against
+    runtime-checkable Protocols, which Python 3.11 answers by walking every attribute of the
+    Protocol each time: 20-40 us an object, about a tenth of a start's CPU and a few percent
+    of a job's in the store thread. What the engine saves is its own `Event`s and `Workflow`s,
+    told apart here by class; anything else goes the library's way."""
+
+    def collect_events(self, *objs: Any, **kwargs: Any) -> None:
+        for obj in objs:
+            if isinstance(obj, ev.Event):
+                self.events.append(obj)
+            elif isinstance(obj, Workflow):
+                self.events.extend(obj.collect_events())
+                self.aggregates[obj.id] = obj
+            elif obj is not None:
+                super().collect_events(obj)
+        self.saved_kwargs.update(kwargs)
 
 
 class WorkflowEngine(Application[UUID]):
@@ -389,6 +408,17 @@ class WorkflowEngine(Application[UUID]):
         (outcome,) = self.execute([command])
         if outcome.rejected:
             raise Rejected(outcome.rejected)
+
+    def save(self, *objs: Any, **kwargs: Any) -> list[Recording[UUID]]:
+        """`Application.save` (eventsourcing 9.5), step for step, with `Collected` instead of
+        `ProcessingEvent`: see there why. `test_engine_save` checks both still agree."""
+        processing_event = Collected()
+        processing_event.collect_events(*objs, **kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        self.notify(processing_event.events)  # (deprecated in eventsourcing; kept, as its save does)
+        return recordings
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
         if self.on_saved is not None and recordings:

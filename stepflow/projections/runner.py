@@ -3,7 +3,8 @@
     runner = ProjectionRunner(engine)          # views beside the engine's store
     runner.run_once()                          # apply everything stored so far -> events read
     runner.start(); runner.wake()              # follow in a daemon thread; nudge after a save
-    runner.wait(engine.max_notification_id(), timeout=5)   # read-your-writes
+    runner.hurry()                             # a reader waits for a write: a pass now
+    runner.wait(engine.max_notification_id(), timeout=5)   # read-your-writes (hurries)
     runner.rebuild(["workflows"], on_progress=bar)         # drop, recreate, replay the log
     runner.stop(); runner.close()
 
@@ -24,9 +25,17 @@ Following the log: PostgreSQL notifies a channel after every insert, and the run
 `LISTEN`s on it (falling back to polling if it cannot). SQLite has no notifications, so the
 runner polls: after a pass that found nothing it sleeps `poll_interval` seconds (default
 0.5) or until `wake()` is called, which a backend in the same process does after storing
-events, so embedded mode sees its own writes at once. A pass that found events is followed
-at once by another, so a backlog drains at full speed; the cost of polling an idle store is
+events, so embedded mode sees its own writes at once. The cost of polling an idle store is
 one `SELECT MAX(rowid)` and one tracking read per interval.
+
+Under load the passes are paced: a pass that found events is followed by the next one no
+sooner than `PASS_EVERY_S` after it began, however often `wake()` is called. A pass has a
+fixed cost (the log's end, the positions, a write transaction) and shares the process's GIL
+with the backend and the HTTP API, so a pass per inbound batch or per start commit cost more
+than the views were worth; paced, each pass applies what tens of commits stored. A backlog
+still drains at full speed (a pass longer than the interval is followed at once), and a
+reader that waits for its own write (`hurry()`: `wait`, the HTTP API after a command) ends
+the pause at once.
 """
 
 from __future__ import annotations
@@ -55,6 +64,7 @@ log = structlog.get_logger("stepflow.projections")
 BATCH_SIZE = 1000
 REBUILD_BATCH_SIZE = 50_000
 POLL_INTERVAL = 0.5
+PASS_EVERY_S = 0.05  # under load, at most one pass this often unless a reader waits (`hurry`)
 BIG_BACKLOG = 100_000  # events behind: collect garbage less often while catching up
 
 Progress = Callable[[int, int], None]  # (position reached, target position)
@@ -86,15 +96,17 @@ def default_projections() -> list[Projection]:
 class ProjectionRunner:
     def __init__(self, engine: Any, store: ViewStore | None = None,
                  projections: Sequence[Projection] | None = None, *, batch_size: int = BATCH_SIZE,
-                 poll_interval: float = POLL_INTERVAL) -> None:
+                 poll_interval: float = POLL_INTERVAL, pass_every: float = PASS_EVERY_S) -> None:
         self.engine = engine
         self._own_store = store is None
         self.store = store if store is not None else open_view_store(engine)
         self.projections = list(projections) if projections is not None else default_projections()
         self.batch_size = batch_size
         self.poll_interval = poll_interval
+        self.pass_every = pass_every
         self.last_error: BaseException | None = None
         self._wake = threading.Event()
+        self._hurry = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._pass_lock = threading.Lock()
@@ -234,11 +246,18 @@ class ProjectionRunner:
         self._thread.start()
 
     def wake(self) -> None:
-        """New events were stored: run a pass now instead of at the next poll."""
+        """New events were stored: run a pass now instead of at the next poll (under load, at
+        the end of the pause between passes)."""
+        self._wake.set()
+
+    def hurry(self) -> None:
+        """A reader waits for a write that is stored: run a pass now, pause or not."""
+        self._hurry.set()
         self._wake.set()
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stopping.set()
+        self._hurry.set()
         self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
@@ -246,7 +265,7 @@ class ProjectionRunner:
 
     def wait(self, notification_id: int, timeout: float = 10.0) -> bool:
         """Block until every view has applied `notification_id`; False on timeout."""
-        self.wake()
+        self.hurry()
         return self.store.wait(self.names, notification_id, timeout)
 
     def close(self) -> None:
@@ -263,6 +282,8 @@ class ProjectionRunner:
         try:
             while not self._stopping.is_set():
                 self._wake.clear()  # what woke us is stored by now: this pass covers it
+                self._hurry.clear()
+                began = time.monotonic()
                 try:
                     read = self.run_once()
                     self.last_error, failures = None, 0
@@ -275,6 +296,8 @@ class ProjectionRunner:
                     continue
                 if not read:
                     waiter()
+                else:  # paced: what is stored meanwhile waits for the next pass, or a reader
+                    self._hurry.wait(began + self.pass_every - time.monotonic())
         finally:
             close = getattr(waiter, "close", None)
             if close is not None:

@@ -18,7 +18,7 @@ from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.engine import commands as cmd
 from stepflow.engine.application import WorkflowEngine
 from stepflow.engine.definitions import build_definition
-from stepflow.projections import WorkersView, queries
+from stepflow.projections import WorkersView
 
 PIPELINE = {
     "identifier": "pipeline", "version": "1.2.0", "label": "Two steps",
@@ -60,7 +60,13 @@ def catch_up(app: Any) -> None:
 def start(client: TestClient, **body: Any) -> str:
     response = client.post("/api/workflows", json={"definition": "pipeline", **body})
     assert response.status_code == 201, response.text
+    seen(client, response.json()["notification_id"])
     return str(response.json()["workflow_id"])
+
+
+def seen(client: TestClient, position: int) -> None:
+    """A start answers after its commit: wait, as a client would, until the views show it."""
+    assert client.get("/api/workflows", params={"after": position, "limit": 1}).status_code == 200
 
 
 def answer(app: Any, workflow_id: str, step: str, *, error: str | None = None) -> None:
@@ -96,15 +102,34 @@ def test_start_then_show_with_steps_jobs_and_graph(client: TestClient, app: Any)
     assert done["workflow"]["status"] == "completed" and done["workflow"]["progress"] == 100.0
 
 
-def test_a_start_is_in_the_views_when_it_is_answered(client: TestClient, app: Any) -> None:
-    # read-your-writes without asking again: the 201 waited for a runner pass that covers it
+def test_a_start_is_answered_after_its_commit_and_read_back_with_after(client: TestClient, app: Any) -> None:
+    # A start answers after its commit, not after the views (issue #14): its page shows it at
+    # once (it waits for the views when the log has it), and a listing shows it with
+    # `?after=` the position the start returned. The runner here passes only when hurried (its
+    # wake-ups dropped, its poll an hour away), so a listing that did not wait could not show it.
     s = app.state.services
-    for _ in range(3):
-        started = client.post("/api/workflows", json={"definition": "pipeline"}).json()
-        assert min(s.store.positions(s.runner.names).values()) >= started["notification_id"]
-        assert queries.get_workflow(s.store, started["workflow_id"]) is not None
-    batch = client.post("/api/workflows:batch", json={"starts": [{"definition": "pipeline"}] * 3}).json()
-    assert all(queries.get_workflow(s.store, item["workflow_id"]) is not None for item in batch["items"])
+    s.runner.poll_interval = 3600
+    assert s.runner.wait(s.engine.max_notification_id(), timeout=5)  # its next idle wait is the hour
+    s.runner.wake = lambda: None
+    started = [client.post("/api/workflows", json={"definition": "pipeline"}).json() for _ in range(3)]
+    batch = client.post("/api/workflows:batch", json={"starts": [{"definition": "pipeline"}] * 2}).json()
+    ids = {item["workflow_id"] for item in [*started, *batch["items"]]}
+    assert not ids & {w["workflow_id"] for w in client.get("/api/workflows").json()["items"]}
+    page = client.get(f"/api/workflows/{started[0]['workflow_id']}")
+    assert page.status_code == 200 and page.json()["workflow"]["status"] == "running"
+    listed = client.get("/api/workflows", params={"after": batch["notification_id"]}).json()["items"]
+    assert ids <= {w["workflow_id"] for w in listed}
+    jobs = client.get("/api/jobs", params={"after": batch["notification_id"]}).json()["items"]
+    assert ids <= {j["workflow_id"] for j in jobs}
+
+
+def test_after_past_the_end_of_the_log_is_refused(client: TestClient, app: Any) -> None:
+    end = app.state.services.engine.max_notification_id()
+    for path in ("/api/workflows", "/api/jobs"):
+        response = client.get(path, params={"after": end + 1000})
+        assert response.status_code == 422 and response.json()["field"] == "query.after"
+        assert "past the end of the log" in response.json()["message"]
+        assert client.get(path, params={"after": "-1"}).status_code == 422
 
 
 def test_an_older_version_can_be_started_by_name(client: TestClient) -> None:

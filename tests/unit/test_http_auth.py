@@ -55,6 +55,9 @@ def as_(token: str) -> dict[str, str]:
 def start(client: TestClient, definition: str, token: str = ALICE) -> str:
     response = client.post("/api/workflows", json={"definition": definition}, headers=as_(token))
     assert response.status_code == 201, response.text
+    # a start answers after its commit: wait, as a client would, until the views show it
+    after = {"after": response.json()["notification_id"], "limit": 1}
+    assert client.get("/api/workflows", params=after, headers=as_(token)).status_code == 200
     return str(response.json()["workflow_id"])
 
 

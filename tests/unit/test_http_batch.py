@@ -68,8 +68,8 @@ def test_a_batch_starts_every_workflow_in_order_and_the_views_show_them(client: 
     engine: WorkflowEngine = app.state.services.engine
     assert [engine.workflow_state(uuid.UUID(w)).parameters["size"] for w in ids[:5]] == [1, 2, 3, 4, 5]
     assert engine.workflow_state(uuid.UUID(ids[5])).started_by == "alice"
-    # read your writes: the listing shows them as soon as the answer came
-    listed = client.get("/api/workflows?limit=10", headers=as_(ALICE)).json()["items"]
+    # read your writes: the listing shows them once the views have the answer's position
+    listed = client.get(f"/api/workflows?limit=10&after={body['notification_id']}", headers=as_(ALICE)).json()["items"]
     assert {w["workflow_id"] for w in listed} == set(ids)
 
 

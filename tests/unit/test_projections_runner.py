@@ -173,6 +173,27 @@ def test_follow_in_a_thread_and_wait_for_a_position(engine: WorkflowEngine) -> N
         runner.close()
 
 
+def test_under_load_passes_are_paced_and_a_waiting_reader_hurries_them(engine: WorkflowEngine) -> None:
+    # a pass that found events is followed by the next no sooner than `pass_every` after it
+    # began, however many commits wake the runner meanwhile; `hurry` (a reader waiting) ends
+    # the pause at once
+    runner = ProjectionRunner(engine, poll_interval=3600, pass_every=3600)
+    runner.start()
+    try:
+        engine.start_workflow(INGEST)
+        runner.wake()
+        assert runner.store.wait(runner.names, engine.max_notification_id(), timeout=5)  # the idle runner passes at once
+        for _ in range(5):  # commits under load, each waking the runner
+            engine.start_workflow(INGEST)
+            runner.wake()
+        assert not runner.store.wait(runner.names, engine.max_notification_id(), timeout=0.3)  # paused
+        started = time.monotonic()
+        assert runner.wait(engine.max_notification_id(), timeout=5)  # hurries
+        assert time.monotonic() - started < 2
+    finally:
+        runner.close()
+
+
 def test_a_query_waits_for_the_view_or_times_out(engine: WorkflowEngine, runner: ProjectionRunner) -> None:
     workflow_id = engine.start_workflow(INGEST)
     with pytest.raises(NotCaughtUp):

@@ -10,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from stepflow.adapters.http import rights
-from stepflow.adapters.http.api_workflows import services_of, statuses
+from stepflow.adapters.http.api_workflows import services_of, statuses, views_after
 from stepflow.adapters.http.errors import ApiError, decode_query, json_response
 from stepflow.adapters.http.schemas import (
     DefinitionList,
@@ -85,6 +85,7 @@ async def list_jobs(request: Request) -> Response:
     s = services_of(request)
     principal = rights.authenticate(request, s)
     q = decode_query(request, JobQuery)
+    await views_after(s, q.after)
     page = await s.read(queries.list_jobs, s.store, status=statuses(q.status, JOB_STATUSES), job_type=q.job_type,
                         workflow_id=q.workflow_id.lower() if q.workflow_id else None, limit=q.limit, cursor=q.cursor)
     definitions = await s.workflow_definitions(job.workflow_id for job in page.items)

@@ -25,7 +25,7 @@ from stepflow.adapters.http.schemas import (
     WorkflowQuery,
     WorkflowView,
 )
-from stepflow.adapters.http.services import Services
+from stepflow.adapters.http.services import READ_YOUR_WRITES_S, Services
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import Start
@@ -76,10 +76,23 @@ async def visible_workflow(request: Request, action: str = "view") -> tuple[Serv
     return s, principal, workflow_id, definition
 
 
+async def views_after(s: Services, position: int | None) -> None:
+    """`?after=`: a listing that must show the caller's own write (a start answers after its
+    commit, before the views have it) waits until the views have applied that position."""
+    if position is None or position <= s.views_at:
+        return
+    end = await s.read(s.engine.max_notification_id)
+    if position > end:
+        raise ApiError(422, f"after={position} is past the end of the log ({end})", "query.after")
+    if not await s.views_reach(position, READ_YOUR_WRITES_S):
+        raise ApiError(503, f"views are behind the log: position {position} not applied within {READ_YOUR_WRITES_S:g} s")
+
+
 async def list_workflows(request: Request) -> Response:
     s = services_of(request)
     principal = rights.authenticate(request, s)
     q = decode_query(request, WorkflowQuery)
+    await views_after(s, q.after)
     page = await s.read(queries.list_workflows, s.store, status=statuses(q.status, WORKFLOW_STATUSES),
                         definition=q.definition, label=q.label, limit=q.limit, cursor=q.cursor,
                         oldest_first=q.order == "oldest")

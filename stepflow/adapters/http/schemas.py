@@ -20,6 +20,9 @@ Name = Annotated[str, Meta(min_length=1, max_length=200)]
 Label = Annotated[str, Meta(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f]+$")]
 Limit = Annotated[int, Meta(ge=1, le=500)]
 Reason = Annotated[str, Meta(max_length=2000)]
+After = Annotated[int, Meta(ge=0, le=2**62, description=(
+    "a log position, e.g. a start's `notification_id`: answer once the views have applied it, to "
+    "read your own writes (503 if they have not within 5 s; 422 past the end of the log)"))]
 
 
 def _one_or_more(values: tuple[str, ...]) -> str:
@@ -71,6 +74,7 @@ class WorkflowQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: Limit = 50
     cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}$")] | None = None
     order: Literal["newest", "oldest"] = "newest"
+    after: After | None = None
 
 
 class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,6 +83,7 @@ class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
     workflow_id: Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}$")] | None = None
     limit: Limit = 100
     cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}$")] | None = None
+    after: After | None = None
 
 
 class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):

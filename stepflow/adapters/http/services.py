@@ -82,15 +82,21 @@ class Services:
     async def start(self, definition: WorkflowDefinition, parameters: dict[str, Any], **kwargs: Any) -> tuple[UUID, int]:
         """Start a workflow; return its id and a log position that includes its start.
 
-        Grouped with the other starts under way (`StartBatcher`): one commit for all of them."""
+        Grouped with the other starts under way (`StartBatcher`): one commit for all of them.
+        Answered after the commit, not after the views: a start is a write, and the views
+        follow it within a pass (`ProjectionRunner.pass_every`). Reading it back right away
+        works: a workflow's page waits for the views when the log has it and they do not yet
+        (`get_workflow`), and a listing waits when asked to (`?after=` the position returned).
+        Waiting here made every start wait for a pass of every view, which halved the starts
+        one process answers (issue #14)."""
         workflow_id = await self.starts.start(Start(definition=definition, parameters=parameters, **kwargs))
-        return workflow_id, await self._started_settled()
+        return workflow_id, self._started_position
 
     async def start_many(self, starts: list[Start]) -> tuple[list[UUID | Exception], int]:
         """Start several workflows in one commit; each one's id or error, and a log position
-        that includes them."""
+        that includes them (answered after the commit, as `start`)."""
         answers = await self.starts.settle(starts)
-        return answers, await self._started_settled()
+        return answers, self._started_position
 
     async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
         if self.backend is not None:
@@ -99,17 +105,10 @@ class Services:
             self.backend.stored()
         else:
             answers, position = await self.write(_start_workflows, self.engine, starts)
-        self.runner.wake()  # once a batch; its callers wait without waking it again
+        self.runner.wake()  # the views follow within a pass; a reader that waits hurries them
+        # ends only grow: the latest end read includes every start answered so far
         self._started_position = max(self._started_position, position)
         return answers
-
-    async def _started_settled(self) -> int:
-        """`settled()` for a caller whose starts were just answered: the log's end read right
-        after their commit (`_commit_starts`), once a batch, instead of once a request. Ends
-        only grow, so the latest one read includes every start answered so far."""
-        position = self._started_position
-        await self.views_reach(position, READ_YOUR_WRITES_S, wake=False)
-        return position
 
     async def command(self, command: cmd.Command) -> int:
         """Run an operator command (raises `Rejected`); return a position that includes it."""
@@ -125,27 +124,31 @@ class Services:
         await self.views_reach(position, READ_YOUR_WRITES_S)
         return position
 
-    async def views_reach(self, position: int, timeout: float, *, wake: bool = True) -> bool:
-        """Wait until every view has applied `position`; False on timeout. `wake=False`: the
-        runner was woken after the write was stored (`_commit_starts`), once for many callers.
+    async def views_reach(self, position: int, timeout: float) -> bool:
+        """Wait until every view has applied `position`; False on timeout.
 
         The runner says where its views are after every pass (`ProjectionRunner.on_pass`),
         and the waiters that position covers are answered on their event loop: no request
-        holds a thread or polls the store. A pass that starts after the write was stored, or
-        after the waiter is listed (`wake`), reports a position that covers it: either it
+        holds a thread or polls the store. A pass that starts after the waiter is listed (the
+        runner is hurried after the listing) reports a position that covers it: either it
         finds the waiter listed, or it reported before the listing and the check after it
         sees its position (the runner sets `_views_at` before it looks at the waiters)."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._view_waiters.append((position, future))
         if position <= self._views_at:
             future.set_result(None)
-        elif wake:
-            self.runner.wake()
+        else:
+            self.runner.hurry()
         try:
             await asyncio.wait_for(future, timeout)
         except TimeoutError:
             return False
         return True
+
+    @property
+    def views_at(self) -> int:
+        """Where the runner's last pass left every view."""
+        return self._views_at
 
     def _views_passed(self, position: int) -> None:
         """The runner's thread, after a pass: answer (on their loops) those now covered."""
