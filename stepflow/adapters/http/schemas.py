@@ -22,7 +22,7 @@ Limit = Annotated[int, Meta(ge=1, le=500)]
 Reason = Annotated[str, Meta(max_length=2000)]
 After = Annotated[int, Meta(ge=0, le=2**62, description=(
     "a log position, e.g. a start's `notification_id`: answer once the views have applied it, to "
-    "read your own writes (503 if they have not within 5 s; 422 past the end of the log)"))]
+    "read your own writes (503 if they have not within 5 s; a position past the end of the log waits for its end)"))]
 
 
 def _one_or_more(values: tuple[str, ...]) -> str:
