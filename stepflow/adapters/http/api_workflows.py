@@ -76,11 +76,11 @@ async def visible_workflow(request: Request, action: str = "view") -> tuple[Serv
     return s, principal, workflow_id, definition
 
 
-async def views_after(s: Services, position: int | None) -> None:
+async def views_after(s: Services, position: int) -> None:
     """`?after=`: a listing that must show the caller's own write (a start answers after its
     commit, before the views have it) waits until the views have applied that position. Any
     position this log gave is at most its end; one past it (another store's) waits for the end."""
-    if position is None or position <= s.views_at:
+    if position <= s.views_at:  # (0, the default, always is)
         return
     end = await s.read(s.engine.max_notification_id)
     if not await s.views_reach(min(position, end), READ_YOUR_WRITES_S):

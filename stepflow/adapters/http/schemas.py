@@ -74,7 +74,7 @@ class WorkflowQuery(msgspec.Struct, frozen=True, kw_only=True):
     limit: Limit = 50
     cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}$")] | None = None
     order: Literal["newest", "oldest"] = "newest"
-    after: After | None = None
+    after: After = 0
 
 
 class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
@@ -83,7 +83,7 @@ class JobQuery(msgspec.Struct, frozen=True, kw_only=True):
     workflow_id: Annotated[str, Meta(pattern=r"^[0-9a-fA-F-]{32,36}$")] | None = None
     limit: Limit = 100
     cursor: Annotated[str, Meta(pattern=r"^[0-9]{1,18}$")] | None = None
-    after: After | None = None
+    after: After = 0
 
 
 class StatsQuery(msgspec.Struct, frozen=True, kw_only=True):
