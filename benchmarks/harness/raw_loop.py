@@ -25,12 +25,14 @@ import json
 import os
 import signal
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import msgspec
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, ExchangeType
+from aiormq import spec
 
 from benchmarks.harness.common import (
     AMQP_URL,
@@ -84,9 +86,20 @@ class Names:
 PRIORITY = 1 if os.environ.get("BENCH_RAW_PRIORITY") else None
 
 
-def message(body: bytes, message_id: str, workflow: int) -> aio_pika.Message:
-    return aio_pika.Message(body, message_id=message_id, content_type="application/json", priority=PRIORITY,
-                            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers={"workflow_id": str(workflow)})
+def message(body: bytes, message_id: str, workflow: int) -> tuple[bytes, Any]:
+    """The body and its AMQP properties, built as stepflow builds them (`topology.persistent`:
+    not through `aio_pika.Message`, which costs ten times the CPU), so the two loops differ in
+    what they do with a message, not in how they write one."""
+    return body, spec.Basic.Properties(content_type="application/json", delivery_mode=2, message_id=message_id,
+                                       timestamp=datetime.now(UTC), headers={"workflow_id": str(workflow)},
+                                       priority=PRIORITY)
+
+
+async def publish(exchange: Any, outbound: tuple[bytes, Any], routing_key: str) -> None:
+    """`Exchange.publish` with the properties built already (as stepflow's `connection.publish`)."""
+    channel = await exchange.channel.get_underlay_channel()
+    await channel.basic_publish(outbound[0], exchange=exchange.name, routing_key=routing_key,
+                                properties=outbound[1], mandatory=True)
 
 
 # --- backend -----------------------------------------------------------------------------
@@ -120,8 +133,8 @@ async def backend(args: argparse.Namespace) -> None:
 
     async def send(orders: list[Order]) -> None:
         nonlocal orders_sent
-        await asyncio.gather(*(orders_x.publish(message(encode(o), f"{o.wf}/{o.step}/{o.index}", o.wf),
-                                                routing_key="noop") for o in orders))
+        await asyncio.gather(*(publish(orders_x, message(encode(o), f"{o.wf}/{o.step}/{o.index}", o.wf), "noop")
+                               for o in orders))
         orders_sent += len(orders)
 
     async def start_all() -> None:
@@ -215,8 +228,7 @@ async def worker(args: argparse.Namespace) -> None:
         if order.t is not None:
             gaps.append(time.time() - order.t)
         reply = Order(order.wf, order.step, order.index, time.time())
-        await responses_x.publish(message(encode(reply), f"{msg.message_id}:completed", order.wf),
-                                  routing_key="job_completed")
+        await publish(responses_x, message(encode(reply), f"{msg.message_id}:completed", order.wf), "job_completed")
         await msg.ack()
 
     def on_message(msg: AbstractIncomingMessage) -> None:

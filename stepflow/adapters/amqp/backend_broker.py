@@ -16,7 +16,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
 import aiormq
 import structlog
 from aio_pika.abc import (
@@ -33,7 +32,7 @@ from stepflow.adapters.amqp.connection import (
     publish_confirmed,
     settle,
 )
-from stepflow.adapters.amqp.topology import Topology, persistent
+from stepflow.adapters.amqp.topology import Topology, kept_copy, persistent
 from stepflow.adapters.orders import order_message, stop_message
 from stepflow.engine import events as ev
 from stepflow.engine.ports import Delivery, Outgoing, StopJob
@@ -186,10 +185,8 @@ class AmqpBackendBroker:
 
     async def _keep(self, delivery: AmqpDelivery, reason: str) -> None:
         headers = {**delivery.headers, "x-quarantine-reason": reason[:1000], "x-original-queue": delivery.queue}
-        message = aio_pika.Message(
-            delivery.body, message_id=delivery.message_id, content_type=delivery.content_type,
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT, headers=headers,
-        )
+        message = kept_copy(delivery.body, message_id=delivery.message_id, content_type=delivery.content_type,
+                            headers=headers)
         assert self._publish is not None, "connect first"
         await publish_confirmed(self._publish.default_exchange, message, self.topology.quarantine,
                                 what="quarantine")

@@ -30,7 +30,7 @@ import struct
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 import aio_pika
@@ -44,6 +44,8 @@ from aio_pika.abc import (
 )
 from aio_pika.robust_connection import RobustConnection
 from yarl import URL
+
+from stepflow.adapters.amqp.topology import Outbound
 
 log = structlog.get_logger("stepflow.amqp")
 
@@ -262,13 +264,25 @@ class AmqpDelivery:
         return self.channel.is_closed
 
 
-async def publish_confirmed(exchange: AbstractExchange, message: aio_pika.Message, routing_key: str,
-                            *, what: str) -> None:
+async def publish(exchange: AbstractExchange, message: Outbound, routing_key: str, *, mandatory: bool = True) -> Any:
+    """aio-pika's `Exchange.publish`, step for step (a closed channel refused, the robust
+    channel's current one, `basic_publish` with confirms), for a message whose properties are
+    built already (`topology.Outbound`): the broker's confirm, or the returned message when
+    nothing took it."""
+    robust = cast(aio_pika.Exchange, exchange).channel  # (every exchange is one; the abstract one does not say so)
+    if robust.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{robust!r} closed")
+    channel = await robust.get_underlay_channel()
+    return await channel.basic_publish(message.body, exchange=exchange.name, routing_key=routing_key,
+                                       properties=message.properties, mandatory=mandatory)
+
+
+async def publish_confirmed(exchange: AbstractExchange, message: Outbound, routing_key: str, *, what: str) -> None:
     """Publish and return once confirmed; retry (with backoff) while the broker is away."""
     delay = 0.1
     while True:
         try:
-            await exchange.publish(message, routing_key=routing_key)
+            await publish(exchange, message, routing_key)
             return
         except TRANSIENT as error:
             log.warning("amqp_publish_retry", what=what, routing_key=routing_key, error=repr(error),

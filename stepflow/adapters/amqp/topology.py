@@ -48,10 +48,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue, ExchangeType
+from aiormq import spec
 
 from stepflow.adapters import protocol as p
+
+PERSISTENT = 2  # delivery_mode
 
 MAX_PRIORITY = 100  # x-max-priority of job-type queues, as the SDK declares them (the engine sends 0-9)
 RESPONSE_DELAY_MS = 5_000  # job_response_delayed: the original waits 5 s before redelivery
@@ -274,16 +276,31 @@ class Topology:
             await channel.exchange_delete(exchange)
 
 
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    """A message as it goes out: its body and its AMQP properties, built once (`persistent`,
+    `kept_copy`) and published with `connection.publish`."""
+
+    body: bytes
+    properties: spec.Basic.Properties
+
+
 def persistent(body: bytes, *, message_id: str, headers: dict[str, Any] | None = None, priority: int = 0,
-               expiration_s: float | None = None) -> aio_pika.Message:
-    """The one way stepflow builds an AMQP message: JSON, persistent, id and timestamp set."""
-    return aio_pika.Message(
-        body,
-        message_id=message_id,
-        content_type=p.CONTENT_TYPE,
-        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-        timestamp=datetime.now(UTC),
-        headers=headers or {},
-        priority=priority or None,
-        expiration=expiration_s,
-    )
+               expiration_s: float | None = None) -> Outbound:
+    """The one way stepflow builds an AMQP message: JSON, persistent, id and timestamp set.
+
+    The properties are built directly, not through `aio_pika.Message`: the same frame on the
+    wire (aio-pika sends priority 0 when none is set, and so do we), for a tenth of the CPU
+    (3 us instead of 32: its constructor checks a lock on every attribute it sets), once for
+    every order, answer and progress message."""
+    return Outbound(body, spec.Basic.Properties(
+        content_type=p.CONTENT_TYPE, delivery_mode=PERSISTENT, message_id=message_id, timestamp=datetime.now(UTC),
+        headers=headers or {}, priority=priority,
+        expiration=None if expiration_s is None else str(int(expiration_s * 1000)),
+    ))
+
+
+def kept_copy(body: bytes, *, message_id: str | None, content_type: str | None, headers: dict[str, Any]) -> Outbound:
+    """A received message as it is kept aside (quarantine): its own body, id and content type."""
+    return Outbound(body, spec.Basic.Properties(content_type=content_type, delivery_mode=PERSISTENT, message_id=message_id,
+                                           headers=headers, priority=0))

@@ -27,7 +27,6 @@ import contextlib
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
 import structlog
 from aio_pika.abc import (
     AbstractChannel,
@@ -44,7 +43,7 @@ from stepflow.adapters.amqp.connection import (
     publish_confirmed,
     settle,
 )
-from stepflow.adapters.amqp.topology import Topology, persistent
+from stepflow.adapters.amqp.topology import Topology, kept_copy, persistent
 from stepflow.engine.ports import Outgoing
 
 log = structlog.get_logger("stepflow.amqp.worker")
@@ -210,8 +209,7 @@ class AmqpWorkerBroker:
         # Not the backend's `x-quarantine-reason`: a worker's rejects are told apart by this header
         # (as they once were by the broker's x-death).
         kept = {**dict(headers), REJECTED_HEADER: reason[:1000], "x-original-queue": queue}
-        message = aio_pika.Message(body, message_id=message_id, content_type=content_type, headers=kept,
-                                   delivery_mode=aio_pika.DeliveryMode.PERSISTENT)
+        message = kept_copy(body, message_id=message_id, content_type=content_type, headers=kept)
         await publish_confirmed(self._publish.default_exchange, message, self.topology.quarantine,
                                 what="quarantine")
 

@@ -26,7 +26,7 @@ import sys
 from typing import Any
 
 from stepflow.adapters import protocol as p
-from stepflow.adapters.amqp.connection import connect_once, mask_url
+from stepflow.adapters.amqp.connection import connect_once, mask_url, publish
 from stepflow.adapters.amqp.topology import Topology, persistent
 from stepflow.adapters.cli import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, common, default_actor
 from stepflow.adapters.cli.formatting import emit_json
@@ -118,8 +118,8 @@ async def send(url: str, prefix: str, instance_id: str, action: str, wait_s: flo
             await replies.consume(on_reply, no_ack=True)
         message = direct_order(instance_id, action)
         try:
-            await exchange.publish(persistent(message.body, message_id=message.message_id,
-                                              headers=dict(message.headers)), routing_key="", mandatory=True)
+            await publish(exchange, persistent(message.body, message_id=message.message_id,
+                                               headers=dict(message.headers)), "")
         except aio_pika.exceptions.DeliveryError:
             raise NotListening(f"no worker {instance_id!r} is listening (no direct queue took the order; "
                                "see `stepflow workers`)") from None
