@@ -95,7 +95,7 @@ def message(body: bytes, message_id: str, workflow: int) -> tuple[bytes, Any]:
                                        priority=PRIORITY)
 
 
-async def publish(exchange: Any, outbound: tuple[bytes, Any], routing_key: str) -> None:
+async def send_built(exchange: Any, outbound: tuple[bytes, Any], routing_key: str) -> None:
     """`Exchange.publish` with the properties built already (as stepflow's `connection.publish`)."""
     channel = await exchange.channel.get_underlay_channel()
     await channel.basic_publish(outbound[0], exchange=exchange.name, routing_key=routing_key,
@@ -133,7 +133,7 @@ async def backend(args: argparse.Namespace) -> None:
 
     async def send(orders: list[Order]) -> None:
         nonlocal orders_sent
-        await asyncio.gather(*(publish(orders_x, message(encode(o), f"{o.wf}/{o.step}/{o.index}", o.wf), "noop")
+        await asyncio.gather(*(send_built(orders_x, message(encode(o), f"{o.wf}/{o.step}/{o.index}", o.wf), "noop")
                                for o in orders))
         orders_sent += len(orders)
 
@@ -228,7 +228,7 @@ async def worker(args: argparse.Namespace) -> None:
         if order.t is not None:
             gaps.append(time.time() - order.t)
         reply = Order(order.wf, order.step, order.index, time.time())
-        await publish(responses_x, message(encode(reply), f"{msg.message_id}:completed", order.wf), "job_completed")
+        await send_built(responses_x, message(encode(reply), f"{msg.message_id}:completed", order.wf), "job_completed")
         await msg.ack()
 
     def on_message(msg: AbstractIncomingMessage) -> None:
