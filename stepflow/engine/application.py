@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import random
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -108,6 +109,7 @@ class WorkflowEngine(Application[UUID]):
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         super().__init__(env)
         self._numbers: dict[int, UUID] = {}  # workflow number -> workflow id (`locate`)
+        self._committed = threading.local()  # `committed_position`, per thread
         # Told of every commit, in the thread that made it, once it is durable: the outbox
         # publishes a commit's orders from here instead of reading them back from the log.
         self.on_saved: Callable[[list[Recording[UUID]]], None] | None = None
@@ -421,8 +423,15 @@ class WorkflowEngine(Application[UUID]):
         return recordings
 
     def _notify(self, recordings: list[Recording[UUID]]) -> None:
+        if recordings:
+            self._committed.position = max(int(r.notification.id) for r in recordings)
         if self.on_saved is not None and recordings:
             self.on_saved(recordings)
+
+    def committed_position(self) -> int:
+        """The log position of the last commit this thread made (0 before any): a position
+        that includes what it stored, without asking the store for its end."""
+        return int(getattr(self._committed, "position", 0))
 
     # --- reads -------------------------------------------------------------------------
 

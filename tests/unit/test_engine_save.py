@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import textwrap
+import threading
 import uuid
 from datetime import UTC, datetime
 
@@ -71,3 +72,14 @@ def test_the_engine_saves_without_the_protocol_checks(memory_engine: WorkflowEng
     workflow_id = memory_engine.start_workflow(ONE_STEP)
     assert memory_engine.workflow_state(workflow_id).status == "running"
     assert [type(e).__name__ for e in memory_engine.history(workflow_id)][:1] == ["WorkflowStarted"]
+
+
+def test_committed_position_is_this_threads_last_commit(memory_engine: WorkflowEngine) -> None:
+    assert memory_engine.committed_position() == 0
+    memory_engine.start_workflow(ONE_STEP)
+    mine = memory_engine.committed_position()
+    assert mine == memory_engine.max_notification_id() > 0
+    other = threading.Thread(target=memory_engine.start_workflow, args=(ONE_STEP,))
+    other.start()
+    other.join()
+    assert memory_engine.max_notification_id() > mine == memory_engine.committed_position()

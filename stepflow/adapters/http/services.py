@@ -212,9 +212,13 @@ class Services:
 
 
 def _start_workflows(engine: WorkflowEngine, starts: Sequence[Start]) -> tuple[list[UUID | Exception], int]:
-    """The starts in one commit, and the log's end read right after it in the same thread
-    (so it includes them)."""
-    return engine.start_workflows(starts), engine.max_notification_id()
+    """The starts in one commit, and a log position that includes them: that commit's, read in
+    the thread that made it (a start found stored already was stored before it), or the log's
+    end when this call stored nothing (every item a retry or refused)."""
+    before = engine.committed_position()
+    answers = engine.start_workflows(starts)
+    after = engine.committed_position()
+    return answers, after if after != before else engine.max_notification_id()
 
 
 def _first_definitions(engine: WorkflowEngine, workflow_ids: list[UUID]) -> dict[str, WorkflowDefinition]:
