@@ -106,7 +106,7 @@ class Services:
         else:
             answers, position = await self.write(_start_workflows, self.engine, starts)
         self.runner.wake()  # the views follow within a pass; a reader that waits hurries them
-        # ends only grow: the latest end read includes every start answered so far
+        # positions only grow: the highest one includes every start answered so far
         self._started_position = max(self._started_position, position)
         return answers
 
