@@ -57,16 +57,15 @@ def catch_up(app: Any) -> None:
     assert s.runner.wait(s.engine.max_notification_id(), timeout=5)
 
 
-def start(client: TestClient, **body: Any) -> str:
+def start(client: TestClient, *, seen: bool = True, **body: Any) -> str:
+    """Start a pipeline; `seen`: then wait, as a client would, until the views show it (a
+    start answers after its commit)."""
     response = client.post("/api/workflows", json={"definition": "pipeline", **body})
     assert response.status_code == 201, response.text
-    seen(client, response.json()["notification_id"])
+    if seen:
+        after = {"after": response.json()["notification_id"], "limit": 1}
+        assert client.get("/api/workflows", params=after).status_code == 200
     return str(response.json()["workflow_id"])
-
-
-def seen(client: TestClient, position: int) -> None:
-    """A start answers after its commit: wait, as a client would, until the views show it."""
-    assert client.get("/api/workflows", params={"after": position, "limit": 1}).status_code == 200
 
 
 def answer(app: Any, workflow_id: str, step: str, *, error: str | None = None) -> None:
@@ -128,18 +127,12 @@ def test_after_past_the_end_of_the_log_waits_for_its_end(client: TestClient, app
     s.runner.poll_interval = 3600
     assert s.runner.wait(s.engine.max_notification_id(), timeout=5)
     s.runner.wake = lambda: None  # passes only when hurried
-    wid = start_unseen(client)
+    wid = start(client, seen=False)
     end = s.engine.max_notification_id()
-    for path, key in (("/api/workflows", "workflow_id"), ("/api/jobs", "workflow_id")):
+    for path in ("/api/workflows", "/api/jobs"):
         response = client.get(path, params={"after": end + 1000})
-        assert response.status_code == 200 and wid in {item[key] for item in response.json()["items"]}
+        assert response.status_code == 200 and wid in {item["workflow_id"] for item in response.json()["items"]}
         assert client.get(path, params={"after": "-1"}).status_code == 422
-
-
-def start_unseen(client: TestClient) -> str:
-    response = client.post("/api/workflows", json={"definition": "pipeline"})
-    assert response.status_code == 201, response.text
-    return str(response.json()["workflow_id"])
 
 
 def test_an_older_version_can_be_started_by_name(client: TestClient) -> None:
