@@ -25,6 +25,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from stepflow.adapters.amqp.batch_publish import Item, publish_confirmed_many
 from stepflow.adapters.amqp.connection import (
     AmqpDelivery,
     amqp_url,
@@ -106,24 +107,25 @@ class AmqpBackendBroker:
     # --- out ---------------------------------------------------------------------------
 
     async def publish_orders(self, orders: Sequence[ev.JobSubmitted]) -> None:
-        """All at once (confirms pipeline), returning when every one is confirmed."""
-        await asyncio.gather(*(self._publish_order(order_message(order)) for order in orders))
+        """All in one write (`batch_publish`), returning when every one is confirmed."""
+        items = [self._order_item(order_message(order)) for order in orders]
+        for error in await publish_confirmed_many(items, what="job_order"):
+            if error is not None:
+                raise error
 
     async def publish_stops(self, stops: Sequence[StopJob]) -> None:
         """One after the other, each confirmed."""
         for stop in stops:
             await self.publish_direct(stop_message(stop))
 
-    async def _publish_order(self, order: Outgoing) -> None:
+    def _order_item(self, order: Outgoing) -> Item:
         headers = dict(order.headers)
         if order.delay_s > 0:
             message = persistent(order.body, message_id=order.message_id, headers=headers,
                                  priority=order.priority, expiration_s=order.delay_s)
-            exchange = self._exchanges[self.topology.job_submit_delayed]
-        else:
-            message = persistent(order.body, message_id=order.message_id, headers=headers, priority=order.priority)
-            exchange = self._exchanges[self.topology.job_submit]
-        await publish_confirmed(exchange, message, order.routing_key, what="job_order")
+            return self._exchanges[self.topology.job_submit_delayed], order.routing_key, message
+        message = persistent(order.body, message_id=order.message_id, headers=headers, priority=order.priority)
+        return self._exchanges[self.topology.job_submit], order.routing_key, message
 
     async def publish_direct(self, message: Outgoing) -> None:
         amqp = persistent(message.body, message_id=message.message_id, headers=dict(message.headers))

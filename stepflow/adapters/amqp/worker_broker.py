@@ -36,6 +36,7 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from stepflow.adapters.amqp.batch_publish import Coalescing
 from stepflow.adapters.amqp.connection import (
     AmqpDelivery,
     amqp_url,
@@ -62,6 +63,7 @@ class AmqpWorkerBroker:
         self.connection_name = connection_name
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
+        self._answers = Coalescing("answer")  # the answers of jobs that end together: one write
         self._exchanges: dict[str, AbstractExchange] = {}
         self._order_queues: dict[str, AbstractQueue] = {}
         self._consumers: dict[str, str] = {}  # job type -> consumer tag
@@ -188,7 +190,7 @@ class AmqpWorkerBroker:
     async def publish_response(self, message: Outgoing) -> None:
         exchange = self._exchanges[self.topology.response_exchange(message.routing_key)]
         amqp = persistent(message.body, message_id=message.message_id, headers=dict(message.headers))
-        await publish_confirmed(exchange, amqp, message.routing_key, what=message.routing_key)
+        await self._answers.publish(exchange, message.routing_key, amqp)
 
     async def ack(self, delivery: Any) -> None:
         await settle(delivery, ack=True)
