@@ -36,8 +36,10 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
+from stepflow.adapters.amqp.batch_ack import AckCoalescing
 from stepflow.adapters.amqp.batch_publish import Coalescing
 from stepflow.adapters.amqp.connection import (
+    TRANSIENT,
     AmqpDelivery,
     amqp_url,
     connect,
@@ -64,6 +66,7 @@ class AmqpWorkerBroker:
         self._connection: AbstractRobustConnection | None = None
         self._publish: AbstractChannel | None = None
         self._answers = Coalescing("answer")  # the answers of jobs that end together: one write
+        self._acks = AckCoalescing()  # and their acks
         self._exchanges: dict[str, AbstractExchange] = {}
         self._order_queues: dict[str, AbstractQueue] = {}
         self._consumers: dict[str, str] = {}  # job type -> consumer tag
@@ -193,7 +196,13 @@ class AmqpWorkerBroker:
         await self._answers.publish(exchange, message.routing_key, amqp)
 
     async def ack(self, delivery: Any) -> None:
-        await settle(delivery, ack=True)
+        """With the other acks of this turn of the event loop, in one write (`batch_ack`)."""
+        if delivery.stale:
+            return  # the broker requeued it when its channel closed
+        try:
+            await self._acks.ack(delivery.channel, delivery.delivery_tag)
+        except TRANSIENT as error:
+            log.info("amqp_settle_lost", queue=delivery.queue, message_id=delivery.message_id, error=repr(error))
 
     async def reject(self, delivery: Any, requeue: bool) -> None:
         """Requeue, or (requeue=False) copy to the quarantine and ack: see the module's docstring."""
