@@ -133,8 +133,10 @@ def markdown(results: dict[str, Any]) -> str:
         staged = {c: r["extra"]["stages"] for c, r in la["results"].items() if (r.get("extra") or {}).get("stages")}
         if staged:
             lines += [
-                ("Where a stepflow step's time goes in the backend (p50 / p99 ms; \"wait\" is the time queued "
-                 "for the thread, \"run\" the call itself; `execute` commits an inbound batch, `next_batch` "
+                ("Where a stepflow step's time goes in the backend (p50 / p99 ms; \"received until published\": "
+                 "a completion's arrival to the start of the publish of the order it caused; \"wait\" is the time "
+                 "queued for the thread, \"run\" the call itself, \"run cpu\" the CPU the thread used in it (the "
+                 "rest it waited: for the GIL, a core, the disk or a lock); `execute` commits an inbound batch, `next_batch` "
                  "reads the log, `advance` writes the outbox's position, `start` is the harness starting workflows "
                  "at the offered rate, as an embedding service would):"),
                 "",

@@ -111,6 +111,7 @@ class TimedBroker(AmqpBackendBroker):
                 continue
             before = [t for t in received if t < begun]
             self.step_latency.append(confirmed - before[-1])
+            self.stages.note("received until published", begun - before[-1])
             rest = received[len(before):]
             if rest:
                 self.received[workflow_id] = rest
@@ -166,12 +167,15 @@ class Stages:
 
             def run(*a: Any, **kw: Any) -> Any:
                 began.append(time.perf_counter())
+                cpu = time.thread_time()
                 try:
                     return fn(*a, **kw)
                 finally:
                     name = getattr(fn, "__name__", "call")
                     self.note(f"{label} {name} wait", began[0] - submitted)
                     self.note(f"{label} {name} run", time.perf_counter() - began[0])
+                    # the run's own CPU: the rest of the run waited (for the GIL, the disk, a lock)
+                    self.note(f"{label} {name} run cpu", time.thread_time() - cpu)
 
             return await original(run, *args, **kwargs)
 
