@@ -124,8 +124,10 @@ def test_serve_with_http_over_rabbitmq(procs_factory: Callable[[str], Procs], tm
     serve = procs._start("serve-http", ["serve", "--store", procs.store, "--outbox-poll", "0.2", "--http",
                                         "127.0.0.1:0", "--definitions", str(MEDIA)],
                          {"STEPFLOW_HTTP_TOKENS": f"{TOKEN}=ci:ops"})
-    procs.worker("media", MEDIA_WORKERS)
+    worker = procs.worker("media", MEDIA_WORKERS)
     try:
+        # its job queues exist once it consumes them: an order sent before goes to "not found"
+        amqp_fixtures.wait_until(lambda: "worker_started" in worker.log(), 30, "the worker to start")
         url = wait_for_url(serve.log, serve.alive)
         view = run_media_through_the_api(url)
         assert view["workflow"]["status"] == "completed", view
