@@ -1,6 +1,7 @@
-"""`batch_publish`: many messages in one write, on a real RabbitMQ. They must arrive as one
-`basic_publish` a message would have sent them, each with its own outcome (confirmed, returned,
-refused), and the answers of jobs that end together must share a write."""
+"""`batch_publish` and `batch_ack`: many messages, or acks, in one write, on a real RabbitMQ.
+The messages must arrive as one `basic_publish` a message would have sent them, each with its
+own outcome (confirmed, returned, refused); the answers of jobs that end together, and the acks
+of one turn of the event loop, must share a write."""
 
 from __future__ import annotations
 
@@ -11,12 +12,14 @@ import textwrap
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aio_pika
 import aiormq
 import pytest
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 
 from stepflow.adapters.amqp import batch_publish
+from stepflow.adapters.amqp.batch_ack import AckCoalescing
 from stepflow.adapters.amqp.batch_publish import Coalescing, publish_confirmed_many, publish_many
 from stepflow.adapters.amqp.connection import connect, publish
 from stepflow.adapters.amqp.topology import Outbound, persistent
@@ -46,21 +49,30 @@ async def channel(rabbit: Rabbit) -> AsyncIterator[Any]:  # noqa: F811
         await connection.close()
 
 
-@pytest.fixture
-def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many messages each frame write carried."""
+def _counting(monkeypatch: pytest.MonkeyPatch, frame_type: type) -> list[int]:
+    """How many frames of `frame_type` each frame write carried (writes without one: not listed)."""
     counts: list[int] = []
     marshall = ChannelFrame.marshall
 
     def counted(channel_number: int, frames: Any, drain_future: Any = None) -> ChannelFrame:
         frames = list(frames)
-        publishes = sum(isinstance(f, spec.Basic.Publish) for f in frames)
-        if publishes:
-            counts.append(publishes)
+        found = sum(isinstance(f, frame_type) for f in frames)
+        if found:
+            counts.append(found)
         return marshall(channel_number=channel_number, frames=frames, drain_future=drain_future)
 
     monkeypatch.setattr(ChannelFrame, "marshall", staticmethod(counted))
     return counts
+
+
+@pytest.fixture
+def writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return _counting(monkeypatch, spec.Basic.Publish)
+
+
+@pytest.fixture
+def ack_writes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    return _counting(monkeypatch, spec.Basic.Ack)
 
 
 def _messages(n: int, tag: str) -> list[Outbound]:
@@ -154,3 +166,41 @@ async def test_another_aiormq_gets_one_publish_a_message(
     assert writes == [1] * 5
     assert all(isinstance(o, spec.Basic.Ack) for o in outcomes)
     assert [m.message_id for m in await _take(queue, 5)] == [f"f{i}" for i in range(5)]
+
+
+async def _held(channel: Any, queue: Any, n: int) -> list[Any]:
+    for i in range(n):
+        await channel.default_exchange.publish(aio_pika.Message(f"{i}".encode()), queue.name)
+    held: list[Any] = []
+    async with queue.iterator(no_ack=False) as messages:
+        async for message in messages:
+            held.append(message)
+            if len(held) == n:
+                break
+    return held
+
+
+async def test_acks_of_one_turn_go_in_one_write_and_settle_their_deliveries(
+        channel: Any, rabbit: Rabbit, ack_writes: list[int]) -> None:  # noqa: F811
+    await channel.set_qos(prefetch_count=50)
+    queue = await channel.declare_queue(rabbit.prefix + "acks", exclusive=True)
+    held = await _held(channel, queue, 30)
+    acks = AckCoalescing()
+    underlay = await channel.get_underlay_channel()
+    await asyncio.gather(*(acks.ack(underlay, m.delivery_tag) for m in held))
+    assert ack_writes == [30]
+    await acks.ack(underlay, (await _held(channel, queue, 1))[0].delivery_tag)  # one alone, at once
+    assert ack_writes == [30, 1]
+    # Settled: once the channel is gone, an unacked delivery would be back on the queue.
+    await channel.close()
+    other = await channel._connection.channel()
+    assert (await other.declare_queue(queue.name, passive=True)).declaration_result.message_count == 0
+
+
+async def test_a_closed_channel_refuses_the_ack(channel: Any, rabbit: Rabbit) -> None:  # noqa: F811
+    queue = await channel.declare_queue(rabbit.prefix + "closed", exclusive=True)
+    held = await _held(channel, queue, 1)
+    underlay = await channel.get_underlay_channel()
+    await underlay.close()
+    with pytest.raises(aiormq.exceptions.ChannelInvalidStateError):
+        await AckCoalescing().ack(underlay, held[0].delivery_tag)

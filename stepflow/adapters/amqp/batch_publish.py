@@ -21,7 +21,6 @@ it stands for a plain aio-pika service, and this module reaches below that API.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
 from collections.abc import Sequence
 from typing import Any, cast
@@ -225,8 +224,3 @@ class Coalescing:
                 done.set_result(None)
             else:
                 done.set_exception(outcome)
-
-    async def close(self) -> None:
-        """Wait for what is being published."""
-        with contextlib.suppress(Exception):
-            await asyncio.gather(*self._flushing, return_exceptions=True)
