@@ -17,6 +17,8 @@ import aiormq
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 
+from stepflow.adapters.amqp.batch_publish import answer
+
 _INTERNALS = ("write_queue", "number", "create_future", "is_closed")
 
 
@@ -56,15 +58,8 @@ class AckCoalescing:
                     drain_future=written))
                 await written
             except BaseException as error:
-                for done in waiting:
-                    if not done.done():
-                        if isinstance(error, Exception):
-                            done.set_exception(error)
-                        else:
-                            done.cancel()
+                answer(waiting, error)
                 if not isinstance(error, Exception):
                     raise
                 continue
-            for done in waiting:
-                if not done.done():
-                    done.set_result(None)
+            answer(waiting, None)

@@ -23,17 +23,21 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
-import aio_pika
-import aiormq
 import structlog
 from aio_pika.abc import AbstractExchange
 from aiormq.abc import ChannelFrame
 from pamqp import commands as spec
 from pamqp.header import ContentHeader
 
-from stepflow.adapters.amqp.connection import RETRY_MAX_S, TRANSIENT, publish
+from stepflow.adapters.amqp.connection import (
+    RETRY_MAX_S,
+    TRANSIENT,
+    publish,
+    robust_channel,
+    underlay_channel,
+)
 from stepflow.adapters.amqp.topology import Outbound
 
 log = structlog.get_logger("stepflow.amqp")
@@ -47,10 +51,6 @@ _INTERNALS = ("lock", "delivery_tag", "confirmations", "message_id_delivery_tag"
 MAX_ROUTING_KEY = 255
 
 
-def _robust(exchange: AbstractExchange) -> aio_pika.Channel:
-    return cast(aio_pika.Channel, cast(aio_pika.Exchange, exchange).channel)  # (as `connection.publish`)
-
-
 def _supported(channel: Any) -> bool:
     return all(hasattr(channel, name) for name in _INTERNALS)
 
@@ -62,7 +62,7 @@ async def publish_many(items: Sequence[Item], *, mandatory: bool = True) -> list
     outcomes: list[Any] = [None] * len(items)
     groups: dict[int, list[int]] = {}
     for index, (exchange, _, _) in enumerate(items):
-        groups.setdefault(id(_robust(exchange)), []).append(index)
+        groups.setdefault(id(robust_channel(exchange)), []).append(index)
     for indexes in groups.values():
         group = [items[i] for i in indexes]
         for i, outcome in zip(indexes, await _publish_group(group, mandatory), strict=True):
@@ -71,11 +71,8 @@ async def publish_many(items: Sequence[Item], *, mandatory: bool = True) -> list
 
 
 async def _publish_group(items: list[Item], mandatory: bool) -> list[Any]:
-    robust = _robust(items[0][0])
     try:
-        if robust.is_closed:
-            raise aiormq.exceptions.ChannelInvalidStateError(f"{robust!r} closed")
-        channel = await robust.get_underlay_channel()
+        channel = await underlay_channel(items[0][0])
     except Exception as error:  # noqa: BLE001 - the outcome of every item
         return [error] * len(items)
     if _supported(channel):
@@ -157,7 +154,7 @@ def _transient(item: Item, outcome: BaseException) -> bool:
     confirmations with its close reason, or a bare `Exception` when it has none)."""
     if isinstance(outcome, (*TRANSIENT, asyncio.CancelledError)):
         return True
-    return bool(_robust(item[0]).is_closed)
+    return bool(robust_channel(item[0]).is_closed)
 
 
 async def publish_confirmed_many(items: Sequence[Item], *, what: str) -> list[BaseException | None]:
@@ -209,18 +206,21 @@ class Coalescing:
         try:
             outcomes = await publish_confirmed_many([item for item, _ in batch], what=self.what)
         except BaseException as error:
-            for _, done in batch:
-                if done.done():
-                    continue
-                if isinstance(error, Exception):
-                    done.set_exception(error)
-                else:
-                    done.cancel()
+            answer([done for _, done in batch], error)
             raise
         for (_, done), outcome in zip(batch, outcomes, strict=True):
-            if done.done():  # its publisher was cancelled
-                continue
-            if outcome is None:
-                done.set_result(None)
-            else:
-                done.set_exception(outcome)
+            answer([done], outcome)
+
+
+def answer(waiting: Sequence[asyncio.Future[None]], error: BaseException | None) -> None:
+    """Answer whoever still waits (a cancelled caller does not): done, failed with `error`, or
+    cancelled if `error` is a cancellation."""
+    for done in waiting:
+        if done.done():
+            continue
+        if error is None:
+            done.set_result(None)
+        elif isinstance(error, Exception):
+            done.set_exception(error)
+        else:
+            done.cancel()

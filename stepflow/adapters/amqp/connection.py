@@ -264,15 +264,26 @@ class AmqpDelivery:
         return self.channel.is_closed
 
 
+def robust_channel(exchange: AbstractExchange) -> aio_pika.Channel:
+    """The exchange's channel (every exchange is aio-pika's; the abstract one does not say so)."""
+    return cast(aio_pika.Channel, cast(aio_pika.Exchange, exchange).channel)
+
+
+async def underlay_channel(exchange: AbstractExchange) -> aiormq.abc.AbstractChannel:
+    """The robust channel's current aiormq channel, as `Exchange.publish` takes it: a closed
+    channel is refused."""
+    robust = robust_channel(exchange)
+    if robust.is_closed:
+        raise aiormq.exceptions.ChannelInvalidStateError(f"{robust!r} closed")
+    return await robust.get_underlay_channel()
+
+
 async def publish(exchange: AbstractExchange, message: Outbound, routing_key: str, *, mandatory: bool = True) -> Any:
     """aio-pika's `Exchange.publish`, step for step (a closed channel refused, the robust
     channel's current one, `basic_publish` with confirms), for a message whose properties are
     built already (`topology.Outbound`): the broker's confirm, or the returned message when
     nothing took it."""
-    robust = cast(aio_pika.Exchange, exchange).channel  # (every exchange is one; the abstract one does not say so)
-    if robust.is_closed:
-        raise aiormq.exceptions.ChannelInvalidStateError(f"{robust!r} closed")
-    channel = await robust.get_underlay_channel()
+    channel = await underlay_channel(exchange)
     return await channel.basic_publish(message.body, exchange=exchange.name, routing_key=routing_key,
                                        properties=message.properties, mandatory=mandatory)
 
