@@ -133,8 +133,11 @@ def markdown(results: dict[str, Any]) -> str:
         staged = {c: r["extra"]["stages"] for c, r in la["results"].items() if (r.get("extra") or {}).get("stages")}
         if staged:
             lines += [
-                ("Where a stepflow step's time goes in the backend (p50 / p99 ms; \"received until published\": "
-                 "a completion's arrival to the start of the publish of the order it caused; \"wait\" is the time "
+                ("Where a stepflow step's time goes in the backend (p50 / p99 ms; \"answer sent until received\": "
+                 "a worker's job end to its answer's arrival in the backend (one broker hop, and the backend's "
+                 "event loop getting to it); \"received until published\": "
+                 "a completion's arrival to the start of the publish of the order it caused; the job gap less these "
+                 "two is the order's hop to the next worker; \"wait\" is the time "
                  "queued for the thread, \"run\" the call itself, \"run cpu\" the CPU the thread used in it (the "
                  "rest it waited: for the GIL, a core, the disk or a lock); `execute` commits an inbound batch, `next_batch` "
                  "reads the log, `advance` writes the outbox's position, `start` is the harness starting workflows "

@@ -13,7 +13,8 @@ The same `Backend` and `AmqpBackendBroker` with the same defaults as `stepflow s
 
 It also times the stages a step goes through (`stages`: the wait for and the run of each
 store-thread call, by function; the wait for and the run of each outbox-thread call; each
-publish until confirmed), so a latency figure comes with where its time went.
+publish until confirmed; for a timed load, each answer's trip from its worker's job end, the
+output `t`, to its arrival here), so a latency figure comes with where its time went.
 
 On SIGTERM it writes those samples, its counters and its CPU time to --out and stops.
 """
@@ -34,7 +35,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from benchmarks.harness.common import AMQP_URL, Load
+from stepflow.adapters import protocol as p
 from stepflow.adapters.amqp import AmqpBackendBroker
 from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.cli import loop as event_loop
@@ -91,6 +95,9 @@ class TimedBroker(AmqpBackendBroker):
             if isinstance(workflow_id, bytes):
                 workflow_id = workflow_id.decode()
             self.received.setdefault(str(workflow_id), []).append(time.perf_counter())
+            sent = _answer_sent(message.body)
+            if sent is not None:  # a timed load's job: its end time, the output `t` (noop_worker)
+                self.stages.note("answer sent until received", time.time() - sent)
             if len(self.received) > RECEIVED_BOUND:
                 self.received.popitem(last=False)
             await inner(message)
@@ -117,6 +124,14 @@ class TimedBroker(AmqpBackendBroker):
                 self.received[workflow_id] = rest
             else:
                 del self.received[workflow_id]
+
+
+def _answer_sent(body: bytes) -> float | None:
+    try:
+        sent = msgspec.json.decode(body, type=p.JobResult).parameter("t")
+    except msgspec.DecodeError:
+        return None
+    return float(sent) if isinstance(sent, (int, float)) else None
 
 
 async def start_load(backend: Backend, load: Load) -> None:
