@@ -45,7 +45,7 @@ from typing import Any, Protocol
 
 import structlog
 
-from stepflow.adapters.persistence import engine_env
+from stepflow.adapters.persistence import SQLITE_MODULE, engine_env
 
 log = structlog.get_logger("stepflow.lease")
 
@@ -209,6 +209,6 @@ def open_lease(store_url: str, *, channel: str | None = None) -> Lease:
                                  password=env["POSTGRES_PASSWORD"] or None)
         where = f"{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/{env['POSTGRES_DBNAME']}?schema={schema}"
         return PostgresLease(conninfo, lease_key(schema), channel=channel, name=where)
-    if module == "eventsourcing.sqlite" and env["SQLITE_DBNAME"] != ":memory:":
+    if module == SQLITE_MODULE and env["SQLITE_DBNAME"] != ":memory:":
         return FileLease(Path(env["SQLITE_DBNAME"] + ".lease"))
     return HeldLease()

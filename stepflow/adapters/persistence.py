@@ -30,6 +30,7 @@ import structlog
 from eventsourcing.persistence import PersistenceError
 from eventsourcing.sqlite import SQLiteFactory
 
+from stepflow.adapters.sqlite_checkpoints import SAFETY_NET_PAGES, WalCheckpointer
 from stepflow.engine.application import WorkflowEngine
 from stepflow.settings import load_settings, redact_text, redact_url
 
@@ -62,7 +63,7 @@ def engine_env(url: str) -> dict[str, str]:
         # As in SQLAlchemy: sqlite:///relative.sqlite, sqlite:////absolute.sqlite
         path = unquote(url.split("://", 1)[1].removeprefix("/").split("?", 1)[0])
         env = {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+            "PERSISTENCE_MODULE": SQLITE_MODULE,
             "SQLITE_DBNAME": path or "stepflow.sqlite",
             "SQLITE_LOCK_TIMEOUT": "10",
         }
@@ -71,7 +72,7 @@ def engine_env(url: str) -> dict[str, str]:
             if synchronous not in SQLITE_SYNCHRONOUS:
                 raise StoreURLError(f"synchronous={synchronous[:20]!r} in the store URL is not one of "
                                     f"{', '.join(SQLITE_SYNCHRONOUS)}")
-            env.update(PERSISTENCE_MODULE=f"{__name__}:TunedSQLiteFactory", SQLITE_SYNCHRONOUS=synchronous)
+            env["SQLITE_SYNCHRONOUS"] = synchronous
         return env
     if parsed.scheme in ("postgres", "postgresql"):
         query = parse_qs(parsed.query)
@@ -101,28 +102,45 @@ SQLITE_SYNCHRONOUS = ("full", "normal")
 
 
 class TunedSQLiteFactory(SQLiteFactory):
-    """eventsourcing's SQLite store with `PRAGMA synchronous` set on every connection it opens
-    (`sqlite:///file.sqlite?synchronous=normal`).
+    """eventsourcing's SQLite store, with two settings on every connection it opens.
 
-    The default, `full`, syncs the write-ahead log at every commit: an acked answer survives a
-    power cut. `normal` syncs it only at checkpoints: every commit still survives the process
-    being killed (the fault suite's crashes), but a power cut or an OS crash may take back the
-    last commits, answers already acked among them; it halves a commit's cost on a disk where
-    a sync is dear (measured in the README's benchmark section). An operator's choice, never a
-    default."""
+    - `PRAGMA synchronous` (`sqlite:///file.sqlite?synchronous=normal`). The default, `full`,
+      syncs the write-ahead log at every commit: an acked answer survives a power cut.
+      `normal` syncs it only at checkpoints: every commit still survives the process being
+      killed (the fault suite's crashes), but a power cut or an OS crash may take back the
+      last commits, answers already acked among them; it halves a commit's cost on a disk
+      where a sync is dear (measured in the README's benchmark section). An operator's
+      choice, never a default.
+    - No checkpoint inside a commit: a `WalCheckpointer` thread makes them while the store is
+      open (`stepflow.adapters.sqlite_checkpoints`, which says why, and why a commit still
+      checkpoints past `SAFETY_NET_PAGES`)."""
 
     def __init__(self, env: Any) -> None:
         super().__init__(env)
         synchronous = self.env.get("SQLITE_SYNCHRONOUS", "full")
         pool = self.datastore.pool
+        on_file = not pool.is_sqlite_memory_mode
         create = pool._create_connection
 
         def tuned() -> Any:
             connection = create()
             connection._sqlite_conn.execute(f"PRAGMA synchronous={synchronous.upper()}")  # one of two words
+            if on_file:
+                connection._sqlite_conn.execute(f"PRAGMA wal_autocheckpoint={SAFETY_NET_PAGES}")
             return connection
 
         pool._create_connection = tuned  # type: ignore[method-assign]
+        self.checkpointer = WalCheckpointer(pool.db_name, lock_timeout=pool.lock_timeout or 10.0) if on_file else None
+        # what the views' connection to the same file uses (`stepflow.projections.opening`)
+        self.autocheckpoint_pages = SAFETY_NET_PAGES if on_file else None
+
+    def close(self) -> None:
+        if self.checkpointer is not None:
+            self.checkpointer.close()
+        super().close()
+
+
+SQLITE_MODULE = f"{__name__}:{TunedSQLiteFactory.__name__}"
 
 
 def check_store_url(url: str) -> None:
@@ -133,7 +151,7 @@ def check_store_url(url: str) -> None:
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite store URL (relative to the working directory), else None."""
     env = engine_env(url)
-    if env["PERSISTENCE_MODULE"] != "eventsourcing.sqlite" or env["SQLITE_DBNAME"] == ":memory:":
+    if env["PERSISTENCE_MODULE"] != SQLITE_MODULE or env["SQLITE_DBNAME"] == ":memory:":
         return None
     return Path(env["SQLITE_DBNAME"])
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventsourcing.sqlite import SQLiteFactory
+
 from stepflow.projections.sqlite import SQLiteViewStore
 from stepflow.projections.store import ViewStore
 
@@ -17,10 +19,12 @@ def open_view_store(engine: Any) -> ViewStore:
     """The view store beside an engine's event store; in-memory SQLite for a `memory://` engine."""
     datastore: Any = getattr(engine.factory, "datastore", None)
     module = type(engine.factory).__module__
-    if module.startswith("eventsourcing.sqlite"):
+    if isinstance(engine.factory, SQLiteFactory):  # stepflow's own (`TunedSQLiteFactory`) included
         if datastore.pool.is_sqlite_memory_mode:
             return SQLiteViewStore(":memory:")
-        return SQLiteViewStore(datastore.pool.db_name, lock_timeout=datastore.pool.lock_timeout or 10)
+        # Where the store's own thread checkpoints the file, the views' commits leave it to it too.
+        return SQLiteViewStore(datastore.pool.db_name, lock_timeout=datastore.pool.lock_timeout or 10,
+                               autocheckpoint_pages=getattr(engine.factory, "autocheckpoint_pages", None))
     if module.startswith("eventsourcing.postgres"):
         from stepflow.projections.postgres import PostgresViewStore
 

@@ -42,13 +42,18 @@ class SQLiteViewStore(ViewStore):
     dialect: ClassVar[str] = "sqlite"
     types: ClassVar[dict[str, str]] = {"text": "TEXT", "int": "INTEGER", "real": "REAL"}
 
-    def __init__(self, path: str, *, lock_timeout: float = 10.0) -> None:
+    def __init__(self, path: str, *, lock_timeout: float = 10.0, autocheckpoint_pages: int | None = None) -> None:
+        """`autocheckpoint_pages`: where the writing connection checkpoints (SQLite's default,
+        1,000 pages, if None): the event store's factory sets it when a thread of its own
+        checkpoints the file (`stepflow.adapters.sqlite_checkpoints`)."""
         self.path = path
         self.lock_timeout = lock_timeout
         self._lock = threading.RLock()
         self._conn = self._connect()
         if path != ":memory:":
             self._conn.execute("PRAGMA journal_mode=WAL")
+            if autocheckpoint_pages is not None:
+                self._conn.execute(f"PRAGMA wal_autocheckpoint={int(autocheckpoint_pages)}")
         self._conn.execute("PRAGMA synchronous=NORMAL")
         self._conn.execute("PRAGMA cache_size=-65536")  # 64 MiB, for rebuilds
         self._conn.execute("PRAGMA temp_store=MEMORY")

@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from test_store_contract import MEDIA, EngineFactory, StoreContract
 
-from stepflow.adapters.persistence import StoreURLError, engine_env
+from stepflow.adapters.lease import FileLease, open_lease
+from stepflow.adapters.persistence import SQLITE_MODULE, StoreURLError, engine_env, sqlite_path
 from stepflow.adapters.persistence import open_engine as open_store
+from stepflow.projections.opening import open_view_store
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +20,7 @@ class TestSqliteStore(StoreContract):
     def store_env(self, tmp_path: Path) -> dict[str, str]:
         path = tmp_path / "events.sqlite"
         env = engine_env(f"sqlite:///{path}")  # an absolute path gives sqlite:////tmp/...
-        assert env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+        assert env["PERSISTENCE_MODULE"] == SQLITE_MODULE
         assert env["SQLITE_DBNAME"] == str(path)
         return env
 
@@ -56,3 +58,19 @@ def test_a_synchronous_it_does_not_offer_is_refused_before_anything_is_opened(tm
     with pytest.raises(StoreURLError, match=f"synchronous='{value}' in the store URL is not one of full, normal"):
         engine_env(f"sqlite:///{tmp_path / 'events.sqlite'}?synchronous={value}")
     assert not (tmp_path / "events.sqlite").exists()
+
+
+def test_a_tuned_url_is_the_same_file_store_to_every_part(tmp_path: Path) -> None:
+    """`?synchronous=normal` once took another factory, and what looked for eventsourcing's own
+    missed it: the views went to memory, two backends got no lease, the CLI no file."""
+    url = f"sqlite:///{tmp_path / 'events.sqlite'}?synchronous=normal"
+    assert sqlite_path(url) == tmp_path / "events.sqlite"
+    lease = open_lease(url)
+    assert isinstance(lease, FileLease) and lease.path == tmp_path / "events.sqlite.lease"
+    engine = open_store(url)
+    try:
+        store = open_view_store(engine)
+        assert store.path == str(tmp_path / "events.sqlite")  # type: ignore[attr-defined]
+        store.close()
+    finally:
+        engine.close()
