@@ -47,57 +47,57 @@ def write_pages(engine: WorkflowEngine, starts: int = 1500) -> None:
         engine.start_workflows([Start(definition=DEFINITION, parameters={"blob": "x" * 3000}) for _ in range(50)])
 
 
-def plain_engine(path: Path) -> WorkflowEngine:
-    """eventsourcing's own SQLite factory: SQLite's default, a checkpoint inside the commit
-    that takes the log past 1,000 pages."""
-    return WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+def frames_after_writes(engine: WorkflowEngine, path: Path, starts: int = 1500) -> int:
+    """The log's frames after `write_pages`, with the commits alone (no checkpointer thread)."""
+    try:
+        checkpointer = getattr(engine.factory, "checkpointer", None)
+        if checkpointer is not None:
+            checkpointer.close()
+        write_pages(engine, starts)
+        return wal_frames(path)
+    finally:
+        engine.close()
+
+
+def copied_whole(checkpointer: WalCheckpointer) -> bool:
+    return checkpointer.last is not None and checkpointer.last[1] == checkpointer.last[2] > 0
 
 
 def test_below_the_safety_net_the_commits_never_checkpoint_and_the_thread_does(tmp_path: Path) -> None:
     path = tmp_path / "store.sqlite"
-    engine = open_engine(f"sqlite:///{path}")
-    try:
-        engine.factory.checkpointer.close()  # type: ignore[attr-defined]  the commits alone
-        write_pages(engine)
-        grown = wal_frames(path)
-        assert grown > 2 * AUTOCHECKPOINT_PAGES  # never started over: no commit checkpointed
+    grown = frames_after_writes(open_engine(f"sqlite:///{path}"), path)
+    assert grown > 2 * AUTOCHECKPOINT_PAGES  # never started over: no commit checkpointed
 
+    engine = open_engine(f"sqlite:///{path}")  # (closing copied the log: write it again)
+    engine.factory.checkpointer.close()  # type: ignore[attr-defined]
+    checkpointer = None
+    try:
+        write_pages(engine)
         checkpointer = WalCheckpointer(str(path), interval_s=0.05)
-        try:
-            wait_until(lambda: checkpointer.last is not None and checkpointer.last[1] == checkpointer.last[2] > 0,
-                       10, "a complete checkpoint")
-            assert checkpointer.last is not None and checkpointer.last[1] >= grown - 1
-            engine.start_workflow(DEFINITION, {"blob": "after"})  # the next commit starts the log over
-            wait_until(lambda: checkpointer.last is not None and 0 < checkpointer.last[1] < 50, 10,
-                       "the log to start over")
-        finally:
-            checkpointer.close()
+        wait_until(lambda: copied_whole(checkpointer), 10, "a complete checkpoint")
+        assert checkpointer.last is not None and checkpointer.last[1] > 2 * AUTOCHECKPOINT_PAGES
+        engine.start_workflow(DEFINITION, {"blob": "after"})  # the next commit starts the log over
+        wait_until(lambda: checkpointer.last is not None and 0 < checkpointer.last[1] < 50, 10,
+                   "the log to start over")
     finally:
+        if checkpointer is not None:
+            checkpointer.close()
         engine.close()
 
 
 def test_past_the_safety_net_a_commit_checkpoints_after_all(tmp_path: Path) -> None:
     """Writes without a pause never leave the thread a log it can copy whole: the net bounds it."""
     path = tmp_path / "store.sqlite"
-    engine = open_engine(f"sqlite:///{path}")
-    try:
-        engine.factory.checkpointer.close()  # type: ignore[attr-defined]
-        write_pages(engine, starts=5000)
-        assert SAFETY_NET_PAGES < wal_frames(path) < SAFETY_NET_PAGES + AUTOCHECKPOINT_PAGES
-    finally:
-        engine.close()
+    frames = frames_after_writes(open_engine(f"sqlite:///{path}"), path, starts=5000)
+    assert SAFETY_NET_PAGES < frames < SAFETY_NET_PAGES + AUTOCHECKPOINT_PAGES
 
 
 def test_sqlites_default_checkpoints_inside_the_commits(tmp_path: Path) -> None:
-    """The contrast: the same writes on eventsourcing's own factory never let the log grow
-    far past the threshold, because a commit checkpointed (the measure above can tell)."""
+    """The contrast: the same writes on eventsourcing's own factory (SQLite's default) never let
+    the log grow far past 1,000 pages, because a commit checkpointed: the measure can tell."""
     path = tmp_path / "store.sqlite"
-    engine = plain_engine(path)
-    try:
-        write_pages(engine)
-        assert wal_frames(path) < 2 * AUTOCHECKPOINT_PAGES
-    finally:
-        engine.close()
+    plain = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(path)})
+    assert frames_after_writes(plain, path) < 2 * AUTOCHECKPOINT_PAGES
 
 
 def test_the_store_keeps_its_log_short_while_open(tmp_path: Path) -> None:
@@ -106,8 +106,7 @@ def test_the_store_keeps_its_log_short_while_open(tmp_path: Path) -> None:
     try:
         checkpointer = engine.factory.checkpointer  # type: ignore[attr-defined]
         write_pages(engine)
-        wait_until(lambda: checkpointer.last is not None and checkpointer.last[1] == checkpointer.last[2] > 0,
-                   10, "the store's checkpointer to copy the log")
+        wait_until(lambda: copied_whole(checkpointer), 10, "the store's checkpointer to copy the log")
         engine.start_workflow(DEFINITION, {"blob": "after"})
         assert engine.workflow_state(engine.start_workflow(DEFINITION, {"blob": "read"})).status == "running"
     finally:
