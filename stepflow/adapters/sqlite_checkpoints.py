@@ -44,12 +44,11 @@ class WalCheckpointer:
 
     def __init__(self, path: str, *, interval_s: float = INTERVAL_S, lock_timeout: float = 10.0) -> None:
         self.path = path
-        self.interval_s = interval_s
         self.lock_timeout = lock_timeout
         self.checkpoints = 0  # made (whatever they found to copy)
         self.last: tuple[int, int, int] | None = None  # (busy, frames in the log, frames copied)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=_run, args=(weakref.ref(self), self._stop),
+        self._thread = threading.Thread(target=_run, args=(weakref.ref(self), interval_s, self._stop),
                                         name="stepflow-wal-checkpoints", daemon=True)
         self._thread.start()
 
@@ -71,19 +70,12 @@ class WalCheckpointer:
             self._thread.join()
 
 
-def _run(owner: weakref.ref[WalCheckpointer], stop: threading.Event) -> None:
+def _run(owner: weakref.ref[WalCheckpointer], interval_s: float, stop: threading.Event) -> None:
     connection: sqlite3.Connection | None = None
     failing = False
     try:
-        while True:
-            checkpointer = owner()
-            if checkpointer is None:
-                return
-            interval_s = checkpointer.interval_s
-            del checkpointer  # not held while waiting: the store may be dropped meanwhile
-            if stop.wait(interval_s):
-                return
-            checkpointer = owner()
+        while not stop.wait(interval_s):
+            checkpointer = owner()  # held only for this checkpoint: the store may be dropped meanwhile
             if checkpointer is None:
                 return
             try:
