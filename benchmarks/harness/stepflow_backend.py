@@ -159,6 +159,33 @@ async def start_load(backend: Backend, load: Load) -> None:
         await asyncio.sleep(0.005)
 
 
+def _split_backend_stage(backend: Backend, broker: TimedBroker) -> None:
+    """Split "received until published" at the inbox: "received until taken" is the wait for
+    the inbox loop (the batch before, and the batch window), "received until stored" adds the
+    batch's commit (the signal to the outbox follows at once)."""
+    handle, stored = backend.inbox.handle, backend.inbox.stored
+    arrivals: list[float] = []  # of the batch being handled
+
+    async def timed_handle(batch: Sequence[Any]) -> None:
+        now = time.perf_counter()
+        arrivals.clear()
+        for delivery in batch:
+            received = broker.received.get(str(delivery.headers.get("workflow_id")))
+            if received:
+                arrivals.append(received[-1])
+                broker.stages.note("received until taken", now - received[-1])
+        await handle(batch)
+
+    def timed_stored() -> None:
+        now = time.perf_counter()
+        for arrival in arrivals:
+            broker.stages.note("received until stored", now - arrival)
+        stored()
+
+    backend.inbox.handle = timed_handle  # type: ignore[method-assign]
+    backend.inbox.stored = timed_stored
+
+
 class Stages:
     """Durations in ms by stage name, bounded (RSS is measured too)."""
 
@@ -219,6 +246,7 @@ async def main(args: argparse.Namespace) -> int:
     stages.wrap_thread(backend, "in_store", "store")
     backend.inbox.in_store = backend.in_store  # it was handed the store thread before the wrap
     stages.wrap_thread(backend, "in_outbox_thread", "outbox")
+    _split_backend_stage(backend, broker)
     await backend.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
