@@ -45,7 +45,6 @@ class WalCheckpointer:
     def __init__(self, path: str, *, interval_s: float = INTERVAL_S, lock_timeout: float = 10.0) -> None:
         self.path = path
         self.lock_timeout = lock_timeout
-        self.checkpoints = 0  # made (whatever they found to copy)
         self.last: tuple[int, int, int] | None = None  # (busy, frames in the log, frames copied)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=_run, args=(weakref.ref(self), interval_s, self._stop),
@@ -55,7 +54,6 @@ class WalCheckpointer:
     def checkpoint(self, connection: sqlite3.Connection) -> None:
         row = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         self.last = (int(row[0]), int(row[1]), int(row[2]))
-        self.checkpoints += 1
 
     def connect(self) -> sqlite3.Connection:
         """Never creates the file (`mode=rw`): the store made it, and a deleted one stays so."""
