@@ -6,8 +6,8 @@ The same `Backend` and `AmqpBackendBroker` with the same defaults as `stepflow s
 256, prefetch 512, outbox poll 0.5 s). Two additions:
 
 - it starts the load's workflows itself, as an embedding service would: all at once (chunks
-  of 500 `Workflow.start` saved per transaction) or at the load's rate (what is due every
-  5 ms, one transaction), and wakes the outbox after each save;
+  of 500 `Workflow.start` saved per transaction, waking the outbox after each) or at the
+  load's rate (what is due every 5 ms, each start a `Backend.start_workflow` call of its own);
 - the broker notes when a `job_completed` message arrives (per workflow) and when the orders
   it caused are confirmed: step-to-step latency, completion received -> next order confirmed.
 
@@ -148,15 +148,21 @@ async def start_load(backend: Backend, load: Load) -> None:
             await backend.in_store(start, min(START_CHUNK, load.workflows - first))
             backend._stored()  # wake the outbox, as Backend.start_workflow does
         return
+    # At a rate, each start is its own `start_workflow` call, as a service's requests would be;
+    # the backend groups those that meet in one commit.
     began = time.perf_counter()
     started = 0
+    calls: set[asyncio.Task[Any]] = set()
     while started < load.workflows:
         due = min(load.workflows, int((time.perf_counter() - began) * load.rate) + 1)
-        if due > started:
-            await backend.in_store(start, due - started)
-            backend._stored()
-            started = due
+        for _ in range(due - started):
+            call = asyncio.create_task(backend.start_workflow(definition, parameters, actor="bench"))
+            calls.add(call)
+            call.add_done_callback(calls.discard)
+        started = due
         await asyncio.sleep(0.005)
+    for call in list(calls):
+        await call  # an error of any start fails the run
 
 
 def _split_backend_stage(backend: Backend, broker: TimedBroker) -> None:
