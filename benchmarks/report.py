@@ -141,9 +141,11 @@ def markdown(results: dict[str, Any]) -> str:
                  "stored\" (its batch's commit too); the job gap less \"answer sent until "
                  "received\" and \"received until published\" is the order's hop to the next worker; \"wait\" is the time "
                  "queued for the thread, \"run\" the call itself, \"run cpu\" the CPU the thread used in it (the "
-                 "rest it waited: for the GIL, a core, the disk or a lock); `execute` commits an inbound batch, `next_batch` "
-                 "reads the log, `advance` writes the outbox's position, `start` is the harness starting workflows "
-                 "at the offered rate, as an embedding service would):"),
+                 "rest it waited: for the GIL, a core, the disk or a lock); `execute` commits an inbound batch, "
+                 "`execute_and_start` one with the starts that waited for it (they ride on its commit), "
+                 "`start_workflows` the starts committed on their own (the harness starts each workflow at the "
+                 "offered rate with `Backend.start_workflow`, as an embedding service would), `next_batch` "
+                 "reads the log, `advance` writes the outbox's position):"),
                 "",
                 "| contender | stage | calls | p50 | p99 |",
                 "| --- | --- | ---: | ---: | ---: |",

@@ -60,7 +60,7 @@ from stepflow.adapters.notify.hooks import HookFollower
 from stepflow.adapters.notify.notifications import Notifier
 from stepflow.adapters.outbox import Dispatch, JustStored, OutboxPump, OutboxReader
 from stepflow.adapters.persistence import despite_ddl_race
-from stepflow.adapters.start_batch import StartBatcher
+from stepflow.adapters.start_batch import StartBatcher, with_position
 from stepflow.adapters.takeover import DRAIN_S, Window
 from stepflow.adapters.wakeup import cancelled, woken
 from stepflow.adapters.worker_poll import STATUS_EVERY_S, poll_workers
@@ -123,7 +123,7 @@ class Backend:
         self._timeouts = 0
         self.deadlines = deadlines if deadlines is not None else Deadlines()
         self.inbox = Inbox(engine, broker, self.in_store, track=self._track, stored=self._stored,
-                           max_body=max_body, on_worker=on_worker)
+                           max_body=max_body, on_worker=on_worker, take_starts=self._starts.take)
         # notification steps and hooks: HTTP calls made here, results fed back as commands
         self.notifier = notifier
         if notifier.record is None:
@@ -321,8 +321,16 @@ class Backend:
         return await self._starts.start(Start(definition=definition, parameters=parameters or {},
                                               labels=labels, **kwargs))
 
+    @property
+    def starts(self) -> StartBatcher:
+        """Where every start of this process goes (the HTTP API's too): grouped, and under load
+        committed with an inbound batch; `position` includes every start it answered."""
+        return self._starts
+
     async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
-        answers: list[UUID | Exception] = await self.in_store(self.engine.start_workflows, starts)
+        answers: list[UUID | Exception]
+        answers, position = await self.in_store(with_position, self.engine, self.engine.start_workflows, starts)
+        self._starts.committed_at(position)
         self._stored()
         return answers
 
@@ -345,10 +353,15 @@ class Backend:
         # The batch window adapts: a message that came alone means the queues were idle, and
         # waiting `batch_wait_s` for company would only add to every step's latency; after a
         # batch of several, the next is given the window to grow (one commit for more).
+        # From the first delivery in hand to the end of the batch's commit, the starts wait for
+        # that commit and ride on it (`StartBatcher.hold`): under load a start costs no commit.
         wait = 0.0
         while True:
-            batch = await self.broker.next_batch(self.batch_size, wait)
-            await self.inbox.handle(batch)
+            try:
+                batch = await self.broker.next_batch(self.batch_size, wait, self._starts.hold)
+                await self.inbox.handle(batch)
+            finally:
+                self._starts.release()
             wait = self.batch_wait_s if len(batch) > 1 else 0.0
             if len(batch) < self.batch_size:
                 self._drained.set()  # what was queued when it became active is stored

@@ -30,6 +30,7 @@ from eventsourcing.persistence import PersistenceError
 from stepflow.adapters import protocol as p
 from stepflow.adapters.faults import FAULT, FAULT_MESSAGE, crash
 from stepflow.adapters.inbox import body_digest, message_key, translate
+from stepflow.adapters.start_batch import Riders, with_position
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
 from stepflow.engine.application import GaveUp, WorkflowEngine
@@ -73,6 +74,7 @@ class Inbox:
         stored: Callable[[], None],
         max_body: int = p.MAX_BODY_BYTES,
         on_worker: WorkerListener | None = None,
+        take_starts: Callable[[], Riders | None] | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
@@ -81,6 +83,7 @@ class Inbox:
         self.stored = stored  # events were stored: wake the outbox and the other followers
         self.max_body = max_body
         self.on_worker = on_worker
+        self.take_starts = take_starts  # starts waiting for the store, to ride on a batch's commit
         self.counts = {"batches": 0, "messages": 0, "quarantined": 0, "duplicates": 0, "late_answers": 0,
                        "late_progress": 0}
         self.batch_sizes: Counter[int] = Counter()  # inbound batch size -> how many batches
@@ -94,7 +97,7 @@ class Inbox:
         """
         fresh = [d for d in batch if not d.redelivered]
         if fresh:
-            await self._apply(fresh)
+            await self._apply(fresh, starts=True)
         for delivery in batch:
             if delivery.redelivered:
                 await self._apply_suspect(delivery)
@@ -102,7 +105,8 @@ class Inbox:
         self.counts["messages"] += len(batch)
         self.batch_sizes[len(batch)] += 1
 
-    async def _apply(self, batch: Sequence[Delivery], also: Sequence[ev.Event] = ()) -> None:
+    async def _apply(self, batch: Sequence[Delivery], also: Sequence[ev.Event] = (), *, starts: bool = False) -> None:
+        """`starts`: take the waiting starts into the commit (not a suspect's: it may kill us)."""
         commands: list[cmd.Command] = []
         carriers: list[Delivery] = []
         done: list[Delivery] = []
@@ -123,7 +127,7 @@ class Inbox:
         if commands:
             if FAULT == "poison_message" and any(c.cause == FAULT_MESSAGE for c in commands):
                 crash()
-            outcomes = await self._execute(commands, also)
+            outcomes = await (self._execute(commands, also) if starts else self._execute_alone(commands, also))
             for delivery, command, outcome in zip(carriers, commands, outcomes, strict=True):
                 if outcome.rejected:
                     rejects.append(Reject(delivery, outcome.kind or "refused", outcome.rejected,
@@ -143,6 +147,28 @@ class Inbox:
         await self.broker.ack(done)
 
     async def _execute(self, commands: list[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
+        """The batch as one transaction, with the starts waiting for the store (`take_starts`);
+        if applying it raises anything but a store failure, the starts go back to be committed
+        apart, and each command runs alone, so only the one that raises is quarantined."""
+        riders = self.take_starts() if self.take_starts is not None else None
+        if riders is None:
+            return await self._execute_alone(commands, also)
+        try:
+            (outcomes, answers), position = await self.in_store(
+                with_position, self.engine, self.engine.execute_and_start, commands, riders.starts, also)
+        except STORE_FAILURES as error:
+            riders.fail(error)
+            raise
+        except Exception:  # noqa: BLE001 - nothing was stored: sorted out below, without the starts
+            riders.give_back()
+            return await self._execute_alone(commands, also)
+        except BaseException as error:  # cancelled while the store ran it: nobody can tell if it was
+            riders.fail(error)
+            raise
+        riders.answer(answers, position)
+        return list(outcomes)
+
+    async def _execute_alone(self, commands: list[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
         """The batch as one transaction; if applying it raises anything but a store failure,
         each command alone, so only the one that raises is quarantined (as `poison`)."""
         try:
@@ -155,7 +181,7 @@ class Inbox:
                 log.error("message_poisoned", cause=commands[0].cause, error=_reason(error))
                 return [cmd.Outcome(rejected=f"raised while applied: {_reason(error)}", kind="poison")]
             log.warning("batch_raised_applying_alone", commands=len(commands), error=_reason(error))
-            return [outcome for command in commands for outcome in await self._execute([command])]
+            return [outcome for command in commands for outcome in await self._execute_alone([command])]
 
     async def _apply_suspect(self, delivery: Delivery) -> None:
         """A redelivered message, alone: count the attempt in the store first, so that if it

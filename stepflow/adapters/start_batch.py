@@ -10,6 +10,13 @@ what arrived during the previous commit (at most `max_batch`). Each caller gets 
 answer (its id, or the exception its start alone would raise) after the commit that holds
 it. A caller that gives up (cancelled) does not cancel the commit of the others; its start
 is stored all the same, as a start whose answer was lost would be.
+
+Under load the starts need no commit of their own: the inbox `hold`s the batcher once it has
+deliveries in hand, and its commit `take`s the waiting starts along
+(`WorkflowEngine.execute_and_start`). While held, the batcher's own commits wait; whatever the
+inbox's commit did not take is committed once it `release`s (or, if two held commits in a row
+took none, at once). An idle inbox holds nothing, so a start then waits for nothing but its
+own commit.
 """
 
 from __future__ import annotations
@@ -17,16 +24,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
 
-from stepflow.engine.application import Start
+from stepflow.engine.application import Start, WorkflowEngine
 
 log = structlog.get_logger("stepflow.starts")
 
 Commit = Callable[[Sequence[Start]], Awaitable[Sequence[UUID | Exception]]]
 MAX_BATCH = 256
+T = TypeVar("T")
+
+
+def with_position(engine: WorkflowEngine, fn: Callable[..., T], *args: Any) -> tuple[T, int]:
+    """`fn(*args)` in the store thread, and a log position that includes what it stored: its
+    commit's (read in the thread that made it), or the log's end when it stored nothing (a
+    start found stored already was stored before). A caller can read its own start back."""
+    before = engine.committed_position()
+    result = fn(*args)
+    after = engine.committed_position()
+    return result, after if after != before else engine.max_notification_id()
 
 
 class StartBatcher:
@@ -41,6 +60,11 @@ class StartBatcher:
         self._flusher: asyncio.Task[None] | None = None
         self.batches = 0  # commits made (how much was grouped: started / batches)
         self.started = 0  # starts committed and answered with an id
+        self.ridden = 0  # of those, committed with an inbound batch
+        self.position = 0  # a log position that includes every start answered so far
+        self._held = False
+        self._releases = 0
+        self._released = asyncio.Event()
 
     async def start(self, start: Start) -> UUID:
         """Store one start (grouped with whoever else is starting); its id, or its error."""
@@ -73,6 +97,28 @@ class StartBatcher:
                 answers.append(error)
         return answers
 
+    def committed_at(self, position: int) -> None:
+        """A commit that held starts is at `position` (positions only grow)."""
+        self.position = max(self.position, position)
+
+    def hold(self) -> None:
+        """A commit that will `take` the waiting starts is coming: do not commit them apart."""
+        self._held = True
+        self._released.clear()
+
+    def release(self) -> None:
+        """That commit is over (or never came): commit what it left."""
+        self._held = False
+        self._releases += 1
+        self._released.set()
+
+    def take(self) -> Riders | None:
+        """The waiting starts (a batch of them), for a commit that is not the batcher's own;
+        the taker answers them with `Riders.answer` after its commit, or gives them back."""
+        if not self._pending:
+            return None
+        return Riders(self, self._take())
+
     def _take(self) -> list[tuple[Sequence[Start], list[asyncio.Future[UUID]]]]:
         """The next batch: whole entries, at least one, up to `max_batch` starts."""
         taken, size = 0, 0
@@ -86,7 +132,17 @@ class StartBatcher:
 
     async def _flush(self) -> None:
         """Commit what is pending, then what arrived meanwhile, until nothing is left."""
+        waited_from: int | None = None
         while self._pending:
+            if self._held:
+                # The commit under way may have taken its starts before these came; the next
+                # takes them. Past two, the holder's batches take none (nothing but workers'
+                # announcements, say): commit apart rather than wait on.
+                waited_from = self._releases if waited_from is None else waited_from
+                if self._releases - waited_from < 2:
+                    await self._released.wait()
+                    continue
+            waited_from = None
             batch = self._take()
             starts = [start for entry, _ in batch for start in entry]
             futures = [future for _, entry_futures in batch for future in entry_futures]
@@ -102,18 +158,54 @@ class StartBatcher:
                 _answer(left, exception=_StoreFailed(RuntimeError("shutting down: the start was not answered")))
                 raise
             self.batches += 1
-            for future, result in zip(futures, results, strict=True):
-                if isinstance(result, Exception):
-                    _answer([future], exception=result)
-                else:
-                    self.started += 1
-                    _answer([future], result=result)
+            self._answer_all(futures, results)
+
+    def _answer_all(self, futures: Sequence[asyncio.Future[UUID]], results: Sequence[UUID | Exception]) -> None:
+        for future, result in zip(futures, results, strict=True):
+            if isinstance(result, Exception):
+                _answer([future], exception=result)
+            else:
+                self.started += 1
+                _answer([future], result=result)
+
+    def _give_back(self, batch: list[tuple[Sequence[Start], list[asyncio.Future[UUID]]]]) -> None:
+        self._pending[:0] = batch
+        flusher = self._flusher
+        if flusher is None or flusher.done():
+            self._flusher = asyncio.create_task(self._flush(), name="stepflow-start-batch")
 
     async def close(self) -> None:
         """Wait for the commit under way and for what is pending (nothing is dropped)."""
         if self._flusher is not None:
             with contextlib.suppress(Exception):
                 await self._flusher
+
+
+class Riders:
+    """Starts taken by another commit: answered after it, or given back to the batcher."""
+
+    def __init__(self, batcher: StartBatcher,
+                 batch: list[tuple[Sequence[Start], list[asyncio.Future[UUID]]]]) -> None:
+        self._batcher = batcher
+        self._batch = batch
+        self.starts = [start for entry, _ in batch for start in entry]
+
+    def answer(self, results: Sequence[UUID | Exception], position: int) -> None:
+        """Committed (at `position`): each caller hears its id or its own error."""
+        self._batcher.ridden += len(self.starts)
+        self._batcher.committed_at(position)
+        self._batcher._answer_all([f for _, fs in self._batch for f in fs], results)
+
+    def fail(self, error: BaseException) -> None:
+        """The commit failed as a whole (the store), or nobody can tell whether it was made
+        (cancelled while it ran): every caller hears it rather than waiting forever."""
+        failure = error if isinstance(error, Exception) else RuntimeError(
+            "shutting down: the start was not answered")
+        _answer([f for _, fs in self._batch for f in fs], exception=_StoreFailed(failure))
+
+    def give_back(self) -> None:
+        """Not committed (the commit raised with nothing stored): the batcher commits them."""
+        self._batcher._give_back(self._batch)
 
 
 class _StoreFailed(Exception):

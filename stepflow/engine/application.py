@@ -172,52 +172,54 @@ class WorkflowEngine(Application[UUID]):
         every number free) is one `save`; a conflict of any kind falls back to starting the
         remaining items one by one, which sorts out which item clashed and draws new numbers.
         """
-        results: list[UUID | Exception | None] = [None] * len(starts)
-        batch: list[tuple[int, int, Workflow, ev.WorkflowNumbered]] = []  # (item, number, ...)
-        ids: dict[UUID, int] = {}
-        numbers: set[int] = set()
-        now = utcnow()
-        for i, start in enumerate(starts):
-            workflow_id = start.workflow_id or uuid.uuid4()
-            if workflow_id in ids:  # the same id twice in one batch: the second is a retry or a clash
-                first = starts[ids[workflow_id]]
-                results[i] = (workflow_id if start.cause is not None and start.cause == first.cause
-                              else Rejected(f"workflow {workflow_id} already exists"))
-                continue
-            number = wire.new_number()
-            while number in numbers:
-                number = wire.new_number()
-            try:
-                workflow = Workflow.start(workflow_id, start.definition, dict(start.parameters or {}), now=now,
-                                          labels=start.labels, actor=start.actor, cause=start.cause, number=number)
-            except Exception as error:  # noqa: BLE001  DefinitionError, or anything else: this item's answer
-                results[i] = error
-                continue
-            ids[workflow_id] = i
-            numbers.add(number)
-            numbered = ev.WorkflowNumbered(originator_id=wire.number_stream_id(number), originator_version=1,
-                                           timestamp=now, workflow_id=workflow_id)
-            batch.append((i, number, workflow, numbered))
+        prepared = _PreparedStarts(starts)
         try:
-            if batch:
-                self.save(*(w for _, _, w, _ in batch), *(n for _, _, _, n in batch))
+            if prepared.new:
+                self.save(*prepared.new)
         except RecordConflictError:
-            log.info("start_batch_conflict", starts=len(batch))
-            for i, _, workflow, _ in batch:
+            log.info("start_batch_conflict", starts=len(prepared.batch))
+            for i, _, workflow in prepared.batch:
                 start = starts[i]
                 try:
-                    results[i] = self.start_workflow(start.definition, start.parameters, workflow_id=workflow.id,
-                                                     labels=start.labels, actor=start.actor, cause=start.cause)
+                    prepared.results[i] = self.start_workflow(
+                        start.definition, start.parameters, workflow_id=workflow.id, labels=start.labels,
+                        actor=start.actor, cause=start.cause)
                 except Exception as error:  # noqa: BLE001  this item's answer (Rejected, GaveUp...)
-                    results[i] = error
-        else:
-            for i, number, workflow, _ in batch:
-                self._remember(number, workflow.id)
-                results[i] = workflow.id
-            if batch:
-                log.info("workflows_started", count=len(batch))
-        assert all(r is not None for r in results)
-        return results  # type: ignore[return-value]
+                    prepared.results[i] = error
+            return prepared.answers()
+        return self._started(prepared)
+
+    def _started(self, prepared: _PreparedStarts) -> list[UUID | Exception]:
+        for i, number, workflow in prepared.batch:
+            self._remember(number, workflow.id)
+            prepared.results[i] = workflow.id
+        if prepared.batch:
+            log.info("workflows_started", count=len(prepared.batch))
+        return prepared.answers()
+
+    def execute_and_start(self, commands: Sequence[cmd.Command], starts: Sequence[Start],
+                          also: Sequence[ev.Event] = ()) -> tuple[list[cmd.Outcome], list[UUID | Exception]]:
+        """`execute` and `start_workflows` in ONE transaction, so that under load a start rides
+        on the inbound batch's commit instead of costing one of its own (the inbox takes the
+        starts that wait for the store). A conflict of any kind falls back to the two calls
+        apart, which sort it out; anything else raised is raised with nothing stored, as
+        `execute` would."""
+        if not starts:
+            return self.execute(commands, also), []
+        prepared = _PreparedStarts(starts)
+        touched: dict[UUID, Workflow] = {}
+        loaded: dict[UUID, int] = {}
+        try:
+            outcomes = [self._run(command, touched, loaded) for command in commands]
+            self.save(*touched.values(), *also, *prepared.new)
+        except (RecordConflictError, _Stale):
+            self._evict(touched)
+            log.info("execute_and_start_conflict", commands=len(commands), starts=len(starts))
+            return self.execute(commands, also), self.start_workflows(starts)
+        except BaseException:
+            self._evict(touched)
+            raise
+        return outcomes, self._started(prepared)
 
     def execute(self, commands: Sequence[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
         """Run commands in order and store every resulting event, and `also`, in one transaction."""
@@ -481,3 +483,42 @@ class WorkflowEngine(Application[UUID]):
                 cache.get(workflow_id, evict=True)
             except KeyError:
                 pass
+
+
+class _PreparedStarts:
+    """Starts made into events, not yet saved: `new` to save, `batch` (item, number, workflow)
+    to answer once saved, and `results` already known (a bad item's error, a retry's id)."""
+
+    def __init__(self, starts: Sequence[Start]) -> None:
+        self.results: list[UUID | Exception | None] = [None] * len(starts)
+        self.batch: list[tuple[int, int, Workflow]] = []
+        self.new: list[Workflow | ev.WorkflowNumbered] = []
+        ids: dict[UUID, int] = {}
+        numbers: set[int] = set()
+        now = utcnow()
+        for i, start in enumerate(starts):
+            workflow_id = start.workflow_id or uuid.uuid4()
+            if workflow_id in ids:  # the same id twice in one batch: the second is a retry or a clash
+                first = starts[ids[workflow_id]]
+                self.results[i] = (workflow_id if start.cause is not None and start.cause == first.cause
+                                   else Rejected(f"workflow {workflow_id} already exists"))
+                continue
+            number = wire.new_number()
+            while number in numbers:
+                number = wire.new_number()
+            try:
+                workflow = Workflow.start(workflow_id, start.definition, dict(start.parameters or {}), now=now,
+                                          labels=start.labels, actor=start.actor, cause=start.cause, number=number)
+            except Exception as error:  # noqa: BLE001  DefinitionError, or anything else: this item's answer
+                self.results[i] = error
+                continue
+            ids[workflow_id] = i
+            numbers.add(number)
+            self.batch.append((i, number, workflow))
+            self.new.append(workflow)
+            self.new.append(ev.WorkflowNumbered(originator_id=wire.number_stream_id(number), originator_version=1,
+                                                timestamp=now, workflow_id=workflow_id))
+
+    def answers(self) -> list[UUID | Exception]:
+        assert all(r is not None for r in self.results)
+        return self.results  # type: ignore[return-value]

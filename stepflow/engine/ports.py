@@ -10,7 +10,7 @@ nothing in the process reads back a message it encoded itself.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 from uuid import UUID
 
@@ -95,8 +95,11 @@ class BackendBroker(Protocol):
     async def publish_direct(self, message: Outgoing) -> None:
         """Publish an operator's order to `direct_messaging`, matched on the message's headers."""
 
-    async def next_batch(self, max_size: int, max_wait_s: float) -> Sequence[Delivery]:
-        """Wait for at least one inbound message, then gather up to `max_size` of them."""
+    async def next_batch(self, max_size: int, max_wait_s: float,
+                         in_hand: Callable[[], None] | None = None) -> Sequence[Delivery]:
+        """Wait for at least one inbound message, then gather up to `max_size` of them, waiting
+        up to `max_wait_s` for more. `in_hand` is called once the first is taken (the batch
+        will come): the backend then holds the starts back for its commit."""
 
     async def ack(self, deliveries: Sequence[Delivery]) -> None: ...
 

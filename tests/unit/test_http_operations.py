@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from uuid import UUID
 
 import httpx
 import msgspec
@@ -21,8 +22,9 @@ from stepflow.adapters.http.app import create_app
 from stepflow.adapters.http.catalog import DefinitionCatalog, version_key
 from stepflow.adapters.http.metrics import fold
 from stepflow.adapters.http.routes import ENDPOINTS
+from stepflow.adapters.start_batch import StartBatcher
 from stepflow.adapters.workers_loading import load_workers
-from stepflow.engine.application import WorkflowEngine
+from stepflow.engine.application import Start, WorkflowEngine
 from stepflow.engine.definitions import DefinitionError
 from stepflow.projections import ProjectionRunner
 
@@ -102,9 +104,13 @@ def test_readyz_waits_for_views_within_the_bound(memory_engine: WorkflowEngine, 
     runner.close()
 
 
+async def _no_store(starts: Sequence[Start]) -> list[UUID | Exception]:
+    raise AssertionError("nothing starts here")
+
+
 def test_readyz_reports_a_lost_broker(memory_engine: WorkflowEngine) -> None:
     broker = AmqpBackendBroker("amqp://guest:guest@127.0.0.1:1/")  # its `connected`, as the port says
-    backend = SimpleNamespace(broker=broker, check=lambda: None)
+    backend = SimpleNamespace(broker=broker, check=lambda: None, starts=StartBatcher(_no_store))
     with TestClient(create_app(memory_engine, backend=backend)) as c:
         assert c.get("/readyz").json()["checks"]["broker"] == "disconnected"  # never connected
         connection = SimpleNamespace(is_closed=True)  # an aio-pika robust connection, reconnecting

@@ -188,3 +188,39 @@ async def test_a_caller_that_gives_up_does_not_cancel_the_others(sqlite_engine: 
     stored = {sqlite_engine.workflow_state(w).parameters["source"] for w in started(sqlite_engine)}
     assert stored == {"gone", "stays"}  # the abandoned start was committed all the same
     assert isinstance(workflow_id, UUID)
+
+
+async def test_a_held_batcher_waits_for_two_held_commits_at_most(sqlite_engine: WorkflowEngine) -> None:
+    """Held, the starts wait for the holder's commits to take them; when two in a row took
+    none (an inbox that sees only announcements, say), they are committed apart all the same."""
+    store = SlowStore(sqlite_engine)
+    batcher = StartBatcher(store.commit)
+    batcher.hold()
+    start = asyncio.create_task(batcher.start(Start(definition=FLOW, parameters={"source": "x"})))
+    for _ in range(2):  # the commit under way, then the next, take nothing
+        await asyncio.sleep(0.02)
+        assert store.batches == []
+        batcher.release()
+        batcher.hold()  # the holder's next batch is in hand at once
+    workflow_id = await asyncio.wait_for(start, 10)
+    assert store.batches == [1] and isinstance(workflow_id, UUID)
+    batcher.release()
+
+
+async def test_a_held_batcher_answers_what_the_holder_took(sqlite_engine: WorkflowEngine) -> None:
+    store = SlowStore(sqlite_engine)
+    batcher = StartBatcher(store.commit)
+    batcher.hold()
+    calls = [asyncio.create_task(batcher.start(Start(definition=FLOW, parameters=params)))
+             for params in ({"source": "a"}, {})]
+    await asyncio.sleep(0)
+    riders = batcher.take()
+    assert riders is not None and len(riders.starts) == 2
+    answers = sqlite_engine.start_workflows(riders.starts)
+    riders.answer(answers, 42)
+    batcher.release()
+    assert isinstance(await calls[0], UUID)
+    with pytest.raises(DefinitionError):
+        await calls[1]
+    assert (store.batches, batcher.ridden, batcher.position) == ([], 2, 42)
+    assert batcher.take() is None

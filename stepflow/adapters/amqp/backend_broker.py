@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import aiormq
@@ -141,10 +141,13 @@ class AmqpBackendBroker:
 
     # --- in ----------------------------------------------------------------------------
 
-    async def next_batch(self, max_size: int, max_wait_s: float) -> list[Delivery]:
+    async def next_batch(self, max_size: int, max_wait_s: float,
+                         in_hand: Callable[[], None] | None = None) -> list[Delivery]:
         batch: list[Delivery] = []
         while not batch:
             batch.extend(self._fresh([await self._inbox.get()]))
+        if in_hand is not None:
+            in_hand()
         if len(batch) < max_size and max_wait_s > 0:
             await asyncio.sleep(max_wait_s)
         while len(batch) < max_size and not self._inbox.empty():

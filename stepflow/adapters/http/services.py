@@ -23,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from stepflow.adapters.http.auth import TokenAuth
 from stepflow.adapters.http.catalog import DefinitionCatalog
 from stepflow.adapters.http.queues import QueueDepths
-from stepflow.adapters.start_batch import StartBatcher
+from stepflow.adapters.start_batch import StartBatcher, with_position
 from stepflow.adapters.worker_control import ORDERS, direct_order
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -52,8 +52,8 @@ class Services:
         self._definitions: OrderedDict[str, WorkflowDefinition] = OrderedDict()
         self.tracking: Any = None  # a tracking recorder, to read the outbox's position (metrics)
         self.queue_depths = QueueDepths()  # the broker's queues, for the metrics
-        self.starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
-        self._started_position = 0  # the log's end after the last start commit (`_commit_starts`)
+        # the backend's, when there is one: its starts ride on its inbound commits under load
+        self.starts: StartBatcher = backend.starts if backend is not None else StartBatcher(self._commit_starts)
         self._view_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._views_at = 0  # where the runner's last pass left every view
         runner.on_pass(self._views_passed)
@@ -90,24 +90,25 @@ class Services:
         Waiting here made every start wait for a pass of every view, which halved the starts
         one process answers (issue #14)."""
         workflow_id = await self.starts.start(Start(definition=definition, parameters=parameters, **kwargs))
-        return workflow_id, self._started_position
+        self._started()
+        return workflow_id, self.starts.position
 
     async def start_many(self, starts: list[Start]) -> tuple[list[UUID | Exception], int]:
         """Start several workflows in one commit; each one's id or error, and a log position
         that includes them (answered after the commit, as `start`)."""
         answers = await self.starts.settle(starts)
-        return answers, self._started_position
+        self._started()
+        return answers, self.starts.position
+
+    def _started(self) -> None:
+        if self.backend is not None:  # (our own commits wake the views themselves)
+            self.runner.wake()  # the views follow within a pass; a reader that waits hurries them
 
     async def _commit_starts(self, starts: Sequence[Start]) -> list[UUID | Exception]:
-        if self.backend is not None:
-            # the backend's store thread (its aggregate cache), then wake its outbox
-            answers, position = await self.backend.in_store(_start_workflows, self.backend.engine, starts)
-            self.backend.stored()
-        else:
-            answers, position = await self.write(_start_workflows, self.engine, starts)
+        """Without a backend (`stepflow serve` with no broker): our own store thread."""
+        answers, position = await self.write(with_position, self.engine, self.engine.start_workflows, starts)
+        self.starts.committed_at(position)
         self.runner.wake()  # the views follow within a pass; a reader that waits hurries them
-        # positions only grow: the highest one includes every start answered so far
-        self._started_position = max(self._started_position, position)
         return answers
 
     async def command(self, command: cmd.Command) -> int:
@@ -209,16 +210,6 @@ class Services:
             while len(self._definitions) > DEFINITION_CACHE:
                 self._definitions.popitem(last=False)
         return found
-
-
-def _start_workflows(engine: WorkflowEngine, starts: Sequence[Start]) -> tuple[list[UUID | Exception], int]:
-    """The starts in one commit, and a log position that includes them: that commit's, read in
-    the thread that made it (a start found stored already was stored before it), or the log's
-    end when this call stored nothing (every item a retry or refused)."""
-    before = engine.committed_position()
-    answers = engine.start_workflows(starts)
-    after = engine.committed_position()
-    return answers, after if after != before else engine.max_notification_id()
 
 
 def _first_definitions(engine: WorkflowEngine, workflow_ids: list[UUID]) -> dict[str, WorkflowDefinition]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -217,8 +217,11 @@ class MemoryBackendBroker:
             ):
                 await self.broker.publish(queue, message)
 
-    async def next_batch(self, max_size: int, max_wait_s: float) -> list[MemoryDelivery]:
+    async def next_batch(self, max_size: int, max_wait_s: float,
+                         in_hand: Callable[[], None] | None = None) -> list[MemoryDelivery]:
         batch = await self.broker.take(BACKEND_QUEUES, self, max_size)
+        if in_hand is not None:
+            in_hand()
         if len(batch) < max_size and max_wait_s > 0:
             await asyncio.sleep(max_wait_s)
             batch.extend(self.broker.take_now(BACKEND_QUEUES, self, max_size - len(batch)))
