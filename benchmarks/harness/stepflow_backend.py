@@ -44,6 +44,7 @@ from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.cli import loop as event_loop
 from stepflow.adapters.logging import configure
 from stepflow.adapters.persistence import open_engine
+from stepflow.adapters.start_batch import with_position
 from stepflow.engine import events as ev
 from stepflow.engine.definitions import WorkflowDefinition, build_definition
 from stepflow.engine.workflow import Workflow
@@ -212,6 +213,8 @@ class Stages:
         async def timed(fn: Any, *args: Any, **kwargs: Any) -> Any:
             submitted = time.perf_counter()
             began: list[float] = []
+            # `with_position(engine, fn, ...)` is named for the call it makes
+            name = getattr(args[1] if fn is with_position else fn, "__name__", "call")
 
             def run(*a: Any, **kw: Any) -> Any:
                 began.append(time.perf_counter())
@@ -219,7 +222,6 @@ class Stages:
                 try:
                     return fn(*a, **kw)
                 finally:
-                    name = getattr(fn, "__name__", "call")
                     self.note(f"{label} {name} wait", began[0] - submitted)
                     self.note(f"{label} {name} run", time.perf_counter() - began[0])
                     # the run's own CPU: the rest of the run waited (for the GIL, the disk, a lock)
