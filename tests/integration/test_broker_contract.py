@@ -198,6 +198,24 @@ async def test_a_workers_responses_reach_the_backend_with_their_queue_and_id(bro
     await backend.ack(deliveries)
 
 
+async def test_next_batch_says_when_it_has_a_message_in_hand_before_its_window(broker: Sides) -> None:
+    """The backend holds starts back for the batch's commit from that moment (`in_hand`)."""
+    backend, worker = await broker.backend(), await broker.worker()
+    calls: list[float] = []
+    loop = asyncio.get_running_loop()
+    waiting = asyncio.create_task(backend.next_batch(10, 0.3, lambda: calls.append(loop.time())))
+    await asyncio.sleep(QUIET_S)
+    assert calls == [] and not waiting.done()  # nothing in hand yet
+    await worker.publish_response(p.Message(routing_key=p.JOB_PROGRESSION, body=b'{"job_id": "j", "progression": 1}',
+                                            message_id="m-in-hand", headers={}))
+    async with asyncio.timeout(TAKE_S):
+        batch = await waiting
+    returned = loop.time()
+    assert [d.message_id for d in batch] == ["m-in-hand"]
+    assert len(calls) == 1 and returned - calls[0] >= 0.25  # called once, before the 0.3-s window
+    await backend.ack(batch)
+
+
 # --- redelivery --------------------------------------------------------------------------
 
 
