@@ -63,6 +63,7 @@ class StartBatcher:
         self.ridden = 0  # of those, committed with an inbound batch
         self.position = 0  # a log position that includes every start answered so far
         self._held = False
+        self._holder: asyncio.AbstractEventLoop | None = None
         self._releases = 0
         self._released = asyncio.Event()
 
@@ -102,8 +103,10 @@ class StartBatcher:
         self.position = max(self.position, position)
 
     def hold(self) -> None:
-        """A commit that will `take` the waiting starts is coming: do not commit them apart."""
+        """A commit that will `take` the waiting starts is coming: do not commit them apart.
+        (Only the starts of the holder's event loop: a test client's own loop is not held.)"""
         self._held = True
+        self._holder = asyncio.get_running_loop()
         self._released.clear()
 
     def release(self) -> None:
@@ -117,7 +120,12 @@ class StartBatcher:
         the taker answers them with `Riders.answer` after its commit, or gives them back."""
         if not self._pending:
             return None
-        return Riders(self, self._take())
+        loop = asyncio.get_running_loop()
+        batch = self._take()
+        if any(futures[0].get_loop() is not loop for _, futures in batch):
+            self._pending[:0] = batch  # another loop's callers: their own flusher commits them
+            return None
+        return Riders(self, batch)
 
     def _take(self) -> list[tuple[Sequence[Start], list[asyncio.Future[UUID]]]]:
         """The next batch: whole entries, at least one, up to `max_batch` starts."""
@@ -134,7 +142,7 @@ class StartBatcher:
         """Commit what is pending, then what arrived meanwhile, until nothing is left."""
         waited_from: int | None = None
         while self._pending:
-            if self._held:
+            if self._held and self._holder is asyncio.get_running_loop():
                 # The commit under way may have taken its starts before these came; the next
                 # takes them. Past two, the holder's batches take none (nothing but workers'
                 # announcements, say): commit apart rather than wait on.

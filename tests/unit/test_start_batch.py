@@ -224,3 +224,16 @@ async def test_a_held_batcher_answers_what_the_holder_took(sqlite_engine: Workfl
         await calls[1]
     assert (store.batches, batcher.ridden, batcher.position) == ([], 2, 42)
     assert batcher.take() is None
+
+
+async def test_a_start_from_another_event_loop_is_not_held_by_this_ones_holder(sqlite_engine: WorkflowEngine) -> None:
+    """A test client (or any caller) on a loop of its own: the holder's commit runs on the
+    backend's loop and could not answer it, so its start is committed apart at once."""
+    store = SlowStore(sqlite_engine)
+    batcher = StartBatcher(store.commit)
+    batcher.hold()
+    workflow_id = await asyncio.wait_for(asyncio.to_thread(
+        asyncio.run, batcher.start(Start(definition=FLOW, parameters={"source": "elsewhere"}))), 10)
+    assert isinstance(workflow_id, UUID) and store.batches == [1]
+    assert batcher.take() is None
+    batcher.release()
