@@ -115,7 +115,7 @@ class Backend:
         self._outbox: OutboxPump | None = None  # from start()
         self._just_stored = JustStored()  # this process's commits, for the outbox to publish from memory
         engine.on_saved = self._saved
-        self._starts = StartBatcher(self._commit_starts)  # concurrent starts share a commit
+        self._starts = StartBatcher(self._commit_starts, window_s=batch_wait_s)  # concurrent starts share a commit
         self._drained = asyncio.Event()  # the inbox took a batch short of full: the queues were empty
         self._answers_stored = asyncio.Event()
         self._window = Window(engine)  # what the last active backend left behind (`stepflow.adapters.takeover`)

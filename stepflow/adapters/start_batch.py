@@ -15,8 +15,10 @@ Under load the starts need no commit of their own: the inbox `hold`s the batcher
 deliveries in hand, and its commit `take`s the waiting starts along
 (`WorkflowEngine.execute_and_start`). While held, the batcher's own commits wait; whatever the
 inbox's commit did not take is committed once it `release`s (or, if two held commits in a row
-took none, at once). An idle inbox holds nothing, so a start then waits for nothing but its
-own commit.
+took none, at once). A start that comes within `window_s` of a release waits that long for
+the next batch (the inbox was busy a moment ago, and a start committed alone would hold up the
+store thread that batch needs); an idle inbox holds nothing, so a start then waits for nothing
+but its own commit.
 """
 
 from __future__ import annotations
@@ -52,9 +54,10 @@ class StartBatcher:
     """Collects `start()` calls while a commit runs; `commit` stores a list of starts in one
     transaction and answers each (see `WorkflowEngine.start_workflows`)."""
 
-    def __init__(self, commit: Commit, *, max_batch: int = MAX_BATCH) -> None:
+    def __init__(self, commit: Commit, *, max_batch: int = MAX_BATCH, window_s: float = 0.0) -> None:
         self.commit = commit
         self.max_batch = max_batch
+        self.window_s = window_s
         # one entry per caller: its starts and their answers, kept together in one batch
         self._pending: list[tuple[Sequence[Start], list[asyncio.Future[UUID]]]] = []
         self._flusher: asyncio.Task[None] | None = None
@@ -66,6 +69,8 @@ class StartBatcher:
         self._holder: asyncio.AbstractEventLoop | None = None
         self._releases = 0
         self._released = asyncio.Event()
+        self._holding = asyncio.Event()
+        self._released_at = 0.0
 
     async def start(self, start: Start) -> UUID:
         """Store one start (grouped with whoever else is starting); its id, or its error."""
@@ -108,12 +113,16 @@ class StartBatcher:
         self._held = True
         self._holder = asyncio.get_running_loop()
         self._released.clear()
+        self._holding.set()
 
     def release(self) -> None:
         """That commit is over (or never came): commit what it left."""
         self._held = False
         self._releases += 1
         self._released.set()
+        self._holding.clear()
+        if self._holder is not None:
+            self._released_at = self._holder.time()
 
     def take(self) -> Riders | None:
         """The waiting starts (a batch of them), for a commit that is not the batcher's own;
@@ -141,6 +150,7 @@ class StartBatcher:
     async def _flush(self) -> None:
         """Commit what is pending, then what arrived meanwhile, until nothing is left."""
         waited_from: int | None = None
+        windowed = False
         while self._pending:
             if self._held and self._holder is asyncio.get_running_loop():
                 # The commit under way may have taken its starts before these came; the next
@@ -151,6 +161,14 @@ class StartBatcher:
                     await self._released.wait()
                     continue
             waited_from = None
+            loop = asyncio.get_running_loop()
+            if (not windowed and self.window_s and self._holder is loop
+                    and loop.time() - self._released_at < self.window_s):
+                windowed = True  # the inbox was busy a moment ago: its next batch may come
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._holding.wait(), self.window_s)
+                continue
+            windowed = False
             batch = self._take()
             starts = [start for entry, _ in batch for start in entry]
             futures = [future for _, entry_futures in batch for future in entry_futures]

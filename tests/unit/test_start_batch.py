@@ -237,3 +237,37 @@ async def test_a_start_from_another_event_loop_is_not_held_by_this_ones_holder(s
     assert isinstance(workflow_id, UUID) and store.batches == [1]
     assert batcher.take() is None
     batcher.release()
+
+
+async def test_a_start_just_after_a_held_commit_waits_a_window_for_the_next(sqlite_engine: WorkflowEngine) -> None:
+    """The inbox was busy a moment ago: its next batch is likely to come within the window, and
+    the start rides on it rather than commit alone in the store thread the batch needs."""
+    store = SlowStore(sqlite_engine)
+    batcher = StartBatcher(store.commit, window_s=5.0)
+    batcher.hold()
+    batcher.release()
+    start = asyncio.create_task(batcher.start(Start(definition=FLOW, parameters={"source": "x"})))
+    await asyncio.sleep(0.05)  # time enough to commit alone, were there no window
+    batcher.hold()  # the next batch came
+    riders = batcher.take()
+    assert riders is not None and store.batches == []
+    riders.answer(sqlite_engine.start_workflows(riders.starts), 7)
+    batcher.release()
+    assert isinstance(await asyncio.wait_for(start, 2), UUID)
+    assert store.batches == []
+
+
+async def test_the_window_ends_in_a_commit_of_its_own_and_an_idle_inbox_opens_none(
+        sqlite_engine: WorkflowEngine) -> None:
+    store = SlowStore(sqlite_engine)
+    idle = StartBatcher(store.commit, window_s=5.0)  # never held: no window at all
+    assert isinstance(await asyncio.wait_for(idle.start(Start(definition=FLOW, parameters={"source": "a"})), 2), UUID)
+    assert store.batches == [1]
+
+    busy = StartBatcher(store.commit, window_s=0.05)
+    busy.hold()
+    busy.release()
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    assert isinstance(await asyncio.wait_for(busy.start(Start(definition=FLOW, parameters={"source": "b"})), 2), UUID)
+    assert store.batches == [1, 1] and loop.time() - began >= 0.04  # no batch came: alone, after the window
