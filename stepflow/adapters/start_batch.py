@@ -149,6 +149,15 @@ class StartBatcher:
 
     async def _flush(self) -> None:
         """Commit what is pending, then what arrived meanwhile, until nothing is left."""
+        try:
+            await self._flush_pending()
+        except BaseException:  # cancelled while it waited for a holder: nobody waits forever
+            left = [f for _, fs in self._pending for f in fs]
+            self._pending = []
+            _answer(left, exception=_StoreFailed(RuntimeError("shutting down: the start was not answered")))
+            raise
+
+    async def _flush_pending(self) -> None:
         waited_from: int | None = None
         windowed = False
         while self._pending:

@@ -271,3 +271,16 @@ async def test_the_window_ends_in_a_commit_of_its_own_and_an_idle_inbox_opens_no
     began = loop.time()
     assert isinstance(await asyncio.wait_for(busy.start(Start(definition=FLOW, parameters={"source": "b"})), 2), UUID)
     assert store.batches == [1, 1] and loop.time() - began >= 0.04  # no batch came: alone, after the window
+
+
+async def test_a_flusher_cancelled_while_held_answers_its_callers(sqlite_engine: WorkflowEngine) -> None:
+    store = SlowStore(sqlite_engine)
+    batcher = StartBatcher(store.commit)
+    batcher.hold()
+    start = asyncio.create_task(batcher.start(Start(definition=FLOW, parameters={"source": "x"})))
+    await asyncio.sleep(0.02)  # the flusher waits for the holder
+    assert batcher._flusher is not None
+    batcher._flusher.cancel()
+    with pytest.raises(RuntimeError, match="shutting down"):
+        await asyncio.wait_for(start, 2)
+    assert store.batches == []
