@@ -207,40 +207,37 @@ class WorkflowEngine(Application[UUID]):
         if not starts:
             return self.execute(commands, also), []
         prepared = _PreparedStarts(starts)
-        touched: dict[UUID, Workflow] = {}
-        loaded: dict[UUID, int] = {}
         try:
-            outcomes = [self._run(command, touched, loaded) for command in commands]
-            self.save(*touched.values(), *also, *prepared.new)
+            outcomes = self._attempt(commands, (*also, *prepared.new))
         except (RecordConflictError, _Stale):
-            self._evict(touched)
             log.info("execute_and_start_conflict", commands=len(commands), starts=len(starts))
             return self.execute(commands, also), self.start_workflows(starts)
-        except BaseException:
-            self._evict(touched)
-            raise
         return outcomes, self._started(prepared)
 
     def execute(self, commands: Sequence[cmd.Command], also: Sequence[ev.Event] = ()) -> list[cmd.Outcome]:
         """Run commands in order and store every resulting event, and `also`, in one transaction."""
         for attempt in range(CONFLICT_RETRIES):
-            touched: dict[UUID, Workflow] = {}
-            loaded: dict[UUID, int] = {}
             try:
-                outcomes = [self._run(command, touched, loaded) for command in commands]
-                if touched or also:
-                    self.save(*touched.values(), *also)
-                return outcomes
+                return self._attempt(commands, also)
             except (RecordConflictError, _Stale):
-                self._evict(touched)
                 log.info("execute_conflict_retry", attempt=attempt + 1, commands=len(commands))
                 # Two backends racing on the same workflows collide again if they retry in
                 # lockstep: back off a little, at random (this runs in the store thread).
                 time.sleep(random.uniform(0, min(0.002 * 2**attempt, 0.2)))
-            except BaseException:
-                self._evict(touched)
-                raise
         raise GaveUp(f"gave up after {CONFLICT_RETRIES} concurrency conflicts")
+
+    def _attempt(self, commands: Sequence[cmd.Command], also: Sequence[ev.Event | Workflow]) -> list[cmd.Outcome]:
+        """One try at `execute`: whatever it raises, the workflows it touched leave the cache."""
+        touched: dict[UUID, Workflow] = {}
+        loaded: dict[UUID, int] = {}
+        try:
+            outcomes = [self._run(command, touched, loaded) for command in commands]
+            if touched or also:
+                self.save(*touched.values(), *also)
+            return outcomes
+        except BaseException:
+            self._evict(touched)
+            raise
 
     def _run(self, command: cmd.Command, touched: dict[UUID, Workflow], loaded: dict[UUID, int]) -> cmd.Outcome:
         found_by_wire = isinstance(command, cmd.JobAnswer) and not command.job_id
