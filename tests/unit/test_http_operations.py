@@ -13,7 +13,7 @@ import httpx
 import msgspec
 import pytest
 import structlog
-from amqp_fixtures import eventually
+from amqp_fixtures import eventually, wait_until
 from starlette.testclient import TestClient
 
 from stepflow.adapters.amqp import AmqpBackendBroker
@@ -58,9 +58,15 @@ def samples(text: str) -> dict[str, float]:
 
 def test_metrics_from_the_views(client: TestClient) -> None:
     client.post("/api/workflows", json={"definition": "media-pipeline"})
-    response = client.get("/metrics")
-    assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
-    values = samples(response.text)
+
+    def caught_up() -> dict[str, float] | None:
+        """The views follow the log in the background: scrape until they have the start."""
+        response = client.get("/metrics")
+        assert response.headers["content-type"].startswith("text/plain; version=0.0.4")
+        values = samples(response.text)
+        return values if values.get('projection_lag_events{view="workflows"}') == 0 else None
+
+    values = wait_until(caught_up, what="the views to apply the start")
     assert values['workflows{status="running"}'] == 1
     assert values['jobs_submitted_total{job_type="media_probe"}'] == 1
     assert values['job_duration_seconds_count{job_type="media_probe"}'] == 0
