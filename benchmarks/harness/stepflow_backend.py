@@ -40,6 +40,7 @@ import msgspec
 from benchmarks.harness.common import AMQP_URL, Load
 from stepflow.adapters import protocol as p
 from stepflow.adapters.amqp import AmqpBackendBroker
+from stepflow.adapters.amqp.connection import AmqpDelivery
 from stepflow.adapters.backend import Backend, default_backend
 from stepflow.adapters.cli import loop as event_loop
 from stepflow.adapters.logging import configure
@@ -85,25 +86,16 @@ class TimedBroker(AmqpBackendBroker):
         self.orders = 0
         self.stages = Stages()
 
-    def _receiver(self, real_name: str) -> Any:
-        inner = super()._receiver(real_name)
-        if self.topology.logical(real_name) != "job_completed":
-            return inner
-
-        async def on_message(message: Any) -> None:
+    async def _received(self, delivery: AmqpDelivery) -> None:
+        if delivery.queue == p.JOB_COMPLETED:
             self.completions += 1
-            workflow_id = (message.headers or {}).get("workflow_id")
-            if isinstance(workflow_id, bytes):
-                workflow_id = workflow_id.decode()
-            self.received.setdefault(str(workflow_id), []).append(time.perf_counter())
-            sent = _answer_sent(message.body)
+            self.received.setdefault(str(delivery.headers.get("workflow_id")), []).append(time.perf_counter())
+            sent = _answer_sent(delivery.body)
             if sent is not None:  # a timed load's job: its end time, the output `t` (noop_worker)
                 self.stages.note("answer sent until received", time.time() - sent)
             if len(self.received) > RECEIVED_BOUND:
                 self.received.popitem(last=False)
-            await inner(message)
-
-        return on_message
+        await super()._received(delivery)
 
     async def publish_orders(self, orders: Sequence[ev.JobSubmitted]) -> None:
         begun = time.perf_counter()

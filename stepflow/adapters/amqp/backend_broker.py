@@ -2,7 +2,8 @@
 
 One robust connection, two channels: one publishes (publisher confirms, awaited), one
 consumes every backend queue (responses, unroutable orders, worker announcements) with a
-prefetch, into a single asyncio queue that `next_batch` drains. `ack` settles a batch with
+prefetch, into a single asyncio queue that `next_batch` drains (each delivery read straight off
+aiormq: `stepflow.adapters.amqp.consumers`). `ack` settles a batch with
 as few frames as it can: one `basic.ack(multiple=True)` up to the highest tag below which
 every delivery outstanding on the channel is in the batch, single acks for the rest.
 Orders and stops arrive as stored events; they become wire messages here
@@ -21,7 +22,6 @@ import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractRobustConnection,
 )
 
@@ -33,6 +33,7 @@ from stepflow.adapters.amqp.connection import (
     publish_confirmed,
     settle,
 )
+from stepflow.adapters.amqp.consumers import DirectConsumers
 from stepflow.adapters.amqp.topology import Topology, kept_copy, persistent
 from stepflow.adapters.orders import order_message, stop_message
 from stepflow.engine import events as ev
@@ -80,18 +81,14 @@ class AmqpBackendBroker:
 
     async def start_consuming(self) -> None:
         """Consume every backend queue (once connected): what a backend does once active."""
+        assert self._consume is not None, "connect first"
+        consumers = DirectConsumers(self._consume)
         for name in self.topology.backend_queues:
-            await self._queues[name].consume(self._receiver(name))
+            await consumers.consume(self._queues[name], self.topology.logical(name), self._received)
 
-    def _receiver(self, real_name: str) -> Any:
-        logical = self.topology.logical(real_name)
-
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            delivery = AmqpDelivery.of(message, logical, real_name)
-            self._outstanding.setdefault(delivery.channel, set()).add(delivery.delivery_tag)
-            self._inbox.put_nowait(delivery)
-
-        return on_message
+    async def _received(self, delivery: AmqpDelivery) -> None:
+        self._outstanding.setdefault(delivery.channel, set()).add(delivery.delivery_tag)
+        self._inbox.put_nowait(delivery)
 
     async def close(self) -> None:
         if self._connection is not None:

@@ -249,12 +249,24 @@ class AmqpDelivery:
 
     @classmethod
     def of(cls, message: AbstractIncomingMessage, queue: str, real_queue: str) -> AmqpDelivery:
-        headers = {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v)
-                   for k, v in (message.headers or {}).items()}
+        """From aio-pika's message (a consumer aio-pika restored: see `consumers`)."""
         return cls(
-            queue=queue, body=message.body, message_id=message.message_id, headers=headers,
+            queue=queue, body=message.body, message_id=message.message_id, headers=_headers(message.headers),
             content_type=message.content_type, redelivered=bool(message.redelivered),
             routing_key=message.routing_key or "", delivery_tag=message.delivery_tag or 0,
+            channel=message.channel, real_queue=real_queue,
+        )
+
+    @classmethod
+    def delivered(cls, message: aiormq.abc.DeliveredMessage, queue: str, real_queue: str) -> AmqpDelivery:
+        """From aiormq's delivery, as it came off the channel (see `consumers`)."""
+        properties = message.header.properties
+        deliver = message.delivery
+        assert isinstance(deliver, aiormq.spec.Basic.Deliver), deliver  # a consumer's, not a get's or a return's
+        return cls(
+            queue=queue, body=message.body, message_id=properties.message_id, headers=_headers(properties.headers),
+            content_type=properties.content_type, redelivered=bool(deliver.redelivered),
+            routing_key=deliver.routing_key or "", delivery_tag=deliver.delivery_tag or 0,
             channel=message.channel, real_queue=real_queue,
         )
 
@@ -262,6 +274,10 @@ class AmqpDelivery:
     def stale(self) -> bool:
         """Its channel is gone: the broker requeued it; settling it is neither needed nor possible."""
         return self.channel.is_closed
+
+
+def _headers(headers: Mapping[str, Any] | None) -> dict[str, Any]:
+    return {k: (v.decode("utf-8", "replace") if isinstance(v, bytes) else v) for k, v in (headers or {}).items()}
 
 
 def robust_channel(exchange: AbstractExchange) -> aio_pika.Channel:

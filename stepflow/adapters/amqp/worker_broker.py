@@ -31,7 +31,6 @@ import structlog
 from aio_pika.abc import (
     AbstractChannel,
     AbstractExchange,
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustConnection,
 )
@@ -46,6 +45,7 @@ from stepflow.adapters.amqp.connection import (
     publish_confirmed,
     settle,
 )
+from stepflow.adapters.amqp.consumers import DirectConsumers, Handler, Unreadable
 from stepflow.adapters.amqp.topology import Topology, kept_copy, persistent
 from stepflow.engine.ports import Outgoing
 
@@ -70,6 +70,7 @@ class AmqpWorkerBroker:
         self._exchanges: dict[str, AbstractExchange] = {}
         self._order_queues: dict[str, AbstractQueue] = {}
         self._consumers: dict[str, str] = {}  # job type -> consumer tag
+        self._order_consumers: DirectConsumers | None = None  # on the orders' channel
         self._orders: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
         self._direct: asyncio.Queue[AmqpDelivery] = asyncio.Queue()
         self._paused = False
@@ -107,31 +108,31 @@ class AmqpWorkerBroker:
         # in-process broker does), not per type. Quorum queues refuse global QoS (NOT_IMPLEMENTED
         # closes the connection), so in cluster mode it bounds each job type's orders.
         await channel.set_qos(prefetch_count=max(1, prefetch), global_=not self.topology.quorum)
+        self._order_consumers = DirectConsumers(channel)
         for job_type in job_types:
             self._order_queues[job_type] = await self.topology.declare_job_queue(channel, job_type)
         await self._start_orders()
 
     async def _start_orders(self) -> None:
+        assert self._order_consumers is not None, "consume_orders first"
         for job_type, queue in self._order_queues.items():
             if job_type not in self._consumers:
-                self._consumers[job_type] = await queue.consume(self._receiver(self._orders, job_type, queue.name))
+                self._consumers[job_type] = await self._order_consumers.consume(
+                    queue, job_type, self._into(self._orders), self._unreadable(job_type))
 
-    def _receiver(self, into: asyncio.Queue[AmqpDelivery], logical: str, real: str) -> Any:
-        async def on_message(message: AbstractIncomingMessage) -> None:
-            try:
-                delivery = AmqpDelivery.of(message, logical, real)
-            except Exception as error:  # noqa: BLE001  never leave a message held for want of reading it
-                log.error("delivery_unreadable", queue=logical, error=repr(error)[:500])
-                try:
-                    await self._to_quarantine(message.body, None, {}, logical, f"unreadable: {error!r}")
-                    await message.ack()
-                except Exception:  # noqa: BLE001  the last resort; a direct queue has no DLX
-                    with contextlib.suppress(Exception):
-                        await message.reject(requeue=False)
-                return
-            into.put_nowait(delivery)
+    @staticmethod
+    def _into(queue: asyncio.Queue[AmqpDelivery]) -> Handler:
+        async def put(delivery: AmqpDelivery) -> None:
+            queue.put_nowait(delivery)
 
-        return on_message
+        return put
+
+    def _unreadable(self, logical: str) -> Unreadable:
+        async def keep(body: bytes, error: BaseException) -> bool:
+            await self._to_quarantine(body, None, {}, logical, f"unreadable: {error!r}")
+            return True
+
+        return keep
 
     async def next_order(self) -> AmqpDelivery:
         return await self._next(self._orders)
@@ -150,6 +151,7 @@ class AmqpWorkerBroker:
             with contextlib.suppress(Exception):
                 await self._order_queues[job_type].cancel(tag)
             del self._consumers[job_type]
+            self._order_consumers.forget(tag)  # type: ignore[union-attr]  # paused, so consumed before
         while not self._orders.empty():
             await settle(self._orders.get_nowait(), ack=False, requeue=True)
         log.info("orders_paused")
@@ -169,7 +171,8 @@ class AmqpWorkerBroker:
         queue = noted.queue
         self._direct_queue, self._direct_bindings = queue, noted.bindings
         channel.reopen_callbacks.add(self._rebind_direct)  # type: ignore[attr-defined]
-        await queue.consume(self._receiver(self._direct, self.topology.logical(queue.name), queue.name))
+        logical = self.topology.logical(queue.name)
+        await DirectConsumers(channel).consume(queue, logical, self._into(self._direct), self._unreadable(logical))
         self.ready.set()
 
     async def _rebind_direct(self, channel: Any, *_: Any) -> None:
