@@ -12,7 +12,9 @@ reads the delivery directly (`AmqpDelivery.delivered`).
 A restored consumer first gets aio-pika's own wrapper again, which feeds the same handler
 through `AmqpDelivery.of`: nothing is lost, only the saving until the channel's reopen
 callback puts the direct path back (a restore after a cancel by the broker keeps the wrapper
-until the next reopen).
+until the next reopen). These are aiormq's channel internals: aiormq is pinned in constraints.txt,
+`tests/integration/test_amqp_direct_consumers.py` fails when the direct path is not taken, and
+a channel without them keeps aio-pika's wrapper.
 """
 
 from __future__ import annotations
@@ -80,10 +82,14 @@ class DirectConsumers:
         self._direct.pop(tag, None)
 
     async def _install(self) -> None:
-        underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())  # its `consumers` by tag
+        underlay = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        consumers = getattr(underlay, "consumers", None)  # aiormq's callbacks by consumer tag
+        if not isinstance(consumers, dict):  # another aiormq: aio-pika's wrapper serves, only slower
+            log.warning("direct_consumers_unsupported", channel=type(underlay).__name__)
+            return
         for tag, direct in self._direct.items():
-            if tag in underlay.consumers:
-                underlay.consumers[tag] = direct
+            if tag in consumers:
+                consumers[tag] = direct
 
     async def _reinstall(self, *_: Any) -> None:
         try:
