@@ -8,12 +8,14 @@ consumers with its own wrapper; every message still arrives, and the direct path
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 import uuid
 from typing import Any
 
 import aio_pika
 import aio_pika.queue
+import aiormq
 import amqp_fixtures
 import pytest
 from amqp_fixtures import Rabbit, close_connections
@@ -125,3 +127,24 @@ async def test_a_worker_reads_its_orders_and_direct_orders_without_the_wrapper(
     assert (order.message_id, order.queue, second.message_id) == ("order-1", "media_probe", "order-2")
     assert direct.message_id == "direct-1" and direct.headers["instance_id"] == instance
     assert wrapped[0] == 0
+
+
+async def test_an_aiormq_without_its_consumer_table_keeps_aio_pikas_wrapper(
+        rabbit: Rabbit, wrapped: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """The direct path reaches into aiormq's channel; another aiormq only costs the saving."""
+    original = aiormq.Channel.__init__
+
+    def other_table(self: aiormq.Channel, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.consumers = collections.UserDict()  # type: ignore[assignment]
+
+    monkeypatch.setattr(aiormq.Channel, "__init__", other_table)
+    broker = AmqpBackendBroker(rabbit.url, prefix=rabbit.prefix)
+    await broker.connect()
+    try:
+        await _send(rabbit, p.JOB_COMPLETED, 3)
+        got = await _take(broker, 3)
+    finally:
+        await broker.close()
+    assert [d.message_id for d in got] == ["m0", "m1", "m2"]
+    assert wrapped[0] == 3
