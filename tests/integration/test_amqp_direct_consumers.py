@@ -58,14 +58,18 @@ async def _take(broker: AmqpBackendBroker, n: int, timeout: float = 20) -> list[
     return got
 
 
-async def test_the_backend_reads_deliveries_without_aio_pikas_wrapper(rabbit: Rabbit, wrapped: list[int]) -> None:
+async def _three_through_a_backend(rabbit: Rabbit) -> list[AmqpDelivery]:
     broker = AmqpBackendBroker(rabbit.url, prefix=rabbit.prefix)
     await broker.connect()
     try:
         await _send(rabbit, p.JOB_COMPLETED, 3)
-        got = await _take(broker, 3)
+        return await _take(broker, 3)
     finally:
         await broker.close()
+
+
+async def test_the_backend_reads_deliveries_without_aio_pikas_wrapper(rabbit: Rabbit, wrapped: list[int]) -> None:
+    got = await _three_through_a_backend(rabbit)
     assert wrapped[0] == 0
     assert [(d.queue, d.message_id, d.headers["workflow_id"], d.redelivered) for d in got] == [
         (p.JOB_COMPLETED, f"m{i}", f"wf-{i}", False) for i in range(3)]
@@ -139,12 +143,6 @@ async def test_an_aiormq_without_its_consumer_table_keeps_aio_pikas_wrapper(
         self.consumers = collections.UserDict()  # type: ignore[assignment]
 
     monkeypatch.setattr(aiormq.Channel, "__init__", other_table)
-    broker = AmqpBackendBroker(rabbit.url, prefix=rabbit.prefix)
-    await broker.connect()
-    try:
-        await _send(rabbit, p.JOB_COMPLETED, 3)
-        got = await _take(broker, 3)
-    finally:
-        await broker.close()
+    got = await _three_through_a_backend(rabbit)
     assert [d.message_id for d in got] == ["m0", "m1", "m2"]
     assert wrapped[0] == 3

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import aiormq
 import structlog
-from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
+from aio_pika.abc import AbstractChannel, AbstractQueue
 from aiormq.abc import DeliveredMessage
 
 from stepflow.adapters.amqp.connection import AmqpDelivery
@@ -49,29 +49,8 @@ class DirectConsumers:
                       unreadable: Unreadable | None = None) -> str:
         """Consume `queue` (its protocol name is `logical`); return the consumer tag."""
         real = queue.name
-
-        async def wrapped(message: AbstractIncomingMessage) -> None:
-            try:
-                delivery = AmqpDelivery.of(message, logical, real)
-            except Exception as error:
-                if unreadable is None:
-                    raise
-                await _settle_unreadable(unreadable, message.body, error, message.channel,
-                                         message.delivery_tag or 0, logical)
-                return
-            await handler(delivery)
-
-        async def direct(message: DeliveredMessage) -> None:
-            try:
-                delivery = AmqpDelivery.delivered(message, logical, real)
-            except Exception as error:
-                if unreadable is None:
-                    raise
-                await _settle_unreadable(unreadable, message.body, error, message.channel,
-                                         message.delivery_tag or 0, logical)
-                return
-            await handler(delivery)
-
+        wrapped = _consumer(AmqpDelivery.of, logical, real, handler, unreadable)
+        direct = _consumer(AmqpDelivery.delivered, logical, real, handler, unreadable)
         tag = await queue.consume(wrapped)
         self._direct[tag] = direct
         await self._install()
@@ -96,6 +75,24 @@ class DirectConsumers:
             await self._install()
         except Exception as error:  # noqa: BLE001  the channel went again: aio-pika's wrapper still serves
             log.info("direct_consumers_not_reinstalled", error=repr(error))
+
+
+def _consumer(read: Callable[[Any, str, str], AmqpDelivery], logical: str, real: str, handler: Handler,
+              unreadable: Unreadable | None) -> Callable[[Any], Coroutine[Any, Any, None]]:
+    """A consumer callback: `read` is aio-pika's path (`AmqpDelivery.of`) or the direct one."""
+
+    async def consume(message: Any) -> None:
+        try:
+            delivery = read(message, logical, real)
+        except Exception as error:
+            if unreadable is None:
+                raise
+            await _settle_unreadable(unreadable, message.body, error, message.channel,
+                                     message.delivery_tag or 0, logical)
+            return
+        await handler(delivery)
+
+    return consume
 
 
 async def _settle_unreadable(unreadable: Unreadable, body: bytes, error: BaseException, channel: Any,
