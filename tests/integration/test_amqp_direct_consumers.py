@@ -146,3 +146,41 @@ async def test_an_aiormq_without_its_consumer_table_keeps_aio_pikas_wrapper(
     got = await _three_through_a_backend(rabbit)
     assert [d.message_id for d in got] == ["m0", "m1", "m2"]
     assert wrapped[0] == 3
+
+
+async def test_a_worker_quarantines_an_order_it_cannot_read_and_goes_on(
+        rabbit: Rabbit, wrapped: list[int], monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever makes reading a delivery raise, the order is kept (quarantined, then acked),
+    never held, and the next one is read."""
+    read = AmqpDelivery.delivered.__func__  # type: ignore[attr-defined]
+
+    def fails_on_bad(cls: type[AmqpDelivery], message: Any, queue: str, real: str) -> AmqpDelivery:
+        if message.header.properties.message_id == "bad":
+            raise ValueError("cannot read this one")
+        return read(cls, message, queue, real)  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(AmqpDelivery, "delivered", classmethod(fails_on_bad))
+    worker = AmqpWorkerBroker(rabbit.url, prefix=rabbit.prefix)
+    await worker.connect()
+    try:
+        await worker.consume_orders(["media_probe"], prefetch=4)
+        await rabbit.publish(p.JOB_SUBMIT, "media_probe", b'{"unreadable": 1}', message_id="bad")
+        await rabbit.publish(p.JOB_SUBMIT, "media_probe", b"{}", message_id="good")
+        order = await asyncio.wait_for(worker.next_order(), 20)
+        await worker.ack(order)
+        assert wrapped[0] == 0  # before the test reads the quarantine (its get makes one)
+        (kept,) = await _eventually_one(rabbit, p.QUARANTINE)
+    finally:
+        await worker.close()
+    assert order.message_id == "good"
+    assert kept.body == b'{"unreadable": 1}' and kept.headers["x-original-queue"] == "media_probe"
+    assert "cannot read this one" in kept.headers["x-stepflow-worker-rejected"]
+    assert await rabbit.depth("media_probe") == (0, 0)
+
+
+async def _eventually_one(rabbit: Rabbit, queue: str) -> list[Any]:
+    deadline = time.monotonic() + 20
+    while not (got := await rabbit.take_all(queue)):
+        assert time.monotonic() < deadline, f"nothing reached {queue}"
+        await asyncio.sleep(0.05)
+    return got
