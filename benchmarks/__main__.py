@@ -54,6 +54,8 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--rounds", type=int, default=None, help="throughput: interleaved rounds (best kept)")
     parser.add_argument("--fanout", type=int, default=None, help="fanout: jobs in the fan-out step")
     parser.add_argument("--latency-seconds", type=float, default=None)
+    parser.add_argument("--latency-rounds", type=int, default=None,
+                        help="latency: interleaved rounds; the median round by job gap p50 is reported (default 3)")
     parser.add_argument("--latency-rate", type=float, default=None,
                         help="latency: offer every contender this many workflows/s (default: half its own maximum); "
                              "to compare two commits at the same load")
@@ -75,7 +77,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
     sizes = dataclasses.replace(QUICK) if args.quick else Sizes()
     overrides: dict[str, Any] = {
         "throughput_workflows": args.workflows, "throughput_steps": args.steps, "rounds": args.rounds,
-        "fanout": args.fanout, "latency_seconds": args.latency_seconds, "latency_rate": args.latency_rate, "replay_events": args.replay_events,
+        "fanout": args.fanout, "latency_seconds": args.latency_seconds,
+        "latency_rounds": args.latency_rounds, "latency_rate": args.latency_rate, "replay_events": args.replay_events,
         "workers": args.workers,
         "scale_workflows": tuple(int(n) for n in args.scale.split(",")) if args.scale else None,
         "history_steps": tuple(int(n) for n in args.history.split(",")) if args.history else None,
