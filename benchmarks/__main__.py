@@ -86,6 +86,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         "contenders": tuple(c.strip() for c in args.contenders.split(",")) if args.contenders else None,
     }
     sizes = dataclasses.replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
+    if sizes.latency_rounds < 1:
+        raise SystemExit(f"--latency-rounds must be at least 1 (got {sizes.latency_rounds})")
     bad = [c for c in sizes.contenders if c not in CONTENDERS]
     if bad:
         raise SystemExit(f"unknown contender(s) {', '.join(bad)}; choose from {', '.join(CONTENDERS)}")
