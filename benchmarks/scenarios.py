@@ -206,15 +206,15 @@ def latency(ctx: Context) -> dict[str, Any]:
     table = {}
     for contender, results in runs.items():
         load = loads[contender]
-        median = sorted(results, key=_gap_p50)[(len(results) - 1) // 2]
-        row = median.to_dict()
+        kept = sorted(range(len(results)), key=lambda i: _gap_p50(results[i]))[(len(results) - 1) // 2]
+        row = results[kept].to_dict()
         row.pop("rss_mb")
         row["offered_workflows_per_s"] = load.rate
         row["offered_jobs_per_s"] = round(load.rate * load.jobs_per_workflow, 1)
         if contender in ctx.max_rate:
             row["max_workflows_per_s"] = round(ctx.max_rate[contender], 1)
         row["rounds_handler_gap_ms"] = [{k: (r.handler_gap_ms or {}).get(k) for k in ("p50", "p99")} for r in results]
-        row["round_kept"] = results.index(median) + 1
+        row["round_kept"] = kept + 1
         table[contender] = row
     return {"ok": True, "share_of_max": None if s.latency_rate else s.latency_share, "seconds": s.latency_seconds,
             "steps": s.latency_steps, "rounds": s.latency_rounds, "results": table}

@@ -151,7 +151,8 @@ class AmqpWorkerBroker:
             with contextlib.suppress(Exception):
                 await self._order_queues[job_type].cancel(tag)
             del self._consumers[job_type]
-            self._order_consumers.forget(tag)  # type: ignore[union-attr]  # paused, so consumed before
+            if self._order_consumers is not None:
+                self._order_consumers.forget(tag)
         while not self._orders.empty():
             await settle(self._orders.get_nowait(), ack=False, requeue=True)
         log.info("orders_paused")
