@@ -53,6 +53,7 @@ import structlog
 from eventsourcing.persistence import Recording
 
 from stepflow.adapters import protocol as p
+from stepflow.adapters.alone import Alone
 from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.inbox_batch import Inbox, WorkerListener
 from stepflow.adapters.lease import POLL_S, HeldLease, Lease
@@ -122,8 +123,10 @@ class Backend:
         self._tasks: list[asyncio.Task[Any]] = []
         self._timeouts = 0
         self.deadlines = deadlines if deadlines is not None else Deadlines()
+        self._alone = Alone()  # the crash-loop breaker's suspects keep the outbox at rest
         self.inbox = Inbox(engine, broker, self.in_store, track=self._track, stored=self._stored,
-                           max_body=max_body, on_worker=on_worker, take_starts=self._starts.take)
+                           max_body=max_body, on_worker=on_worker, take_starts=self._starts.take,
+                           alone=self._alone)
         # notification steps and hooks: HTTP calls made here, results fed back as commands
         self.notifier = notifier
         if notifier.record is None:
@@ -241,7 +244,7 @@ class Backend:
         self._window = await Window.open(self.engine, reader.position, self.in_outbox_thread, takeover=takeover)
         self._just_stored.clear()  # the reader starts from the stored position: it reads what came before
         self._outbox = OutboxPump(reader, self._publish, self.in_outbox_thread, stored=self._just_stored,
-                                  write_in_thread=self._in_position_thread)
+                                  write_in_thread=self._in_position_thread, alone=self._alone)
         self._active_tasks = [
             inbox,
             asyncio.create_task(self._outbox.run(self._outbox_wakeup, self.outbox_poll_s), name="stepflow-outbox"),

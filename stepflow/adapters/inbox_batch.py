@@ -10,7 +10,8 @@ conflicting_duplicate, poison, refused.
 
 A redelivered message may be what killed the last backend, so each one is applied alone,
 after its attempt is counted in the store (the crash-loop breaker): one whose attempts alone
-ended `SUSPECT_ATTEMPTS` times with the backend dying is quarantined as poison instead.
+ended `SUSPECT_ATTEMPTS` times with the backend dying is quarantined as poison instead, unless
+its workflow had already applied it: then the deaths came from elsewhere, and it is a duplicate.
 
 The `Backend` owns an `Inbox` and lends it its store thread, its job clocks (`track`) and its
 "events were stored" signal (`stored`).
@@ -28,6 +29,7 @@ import structlog
 from eventsourcing.persistence import PersistenceError
 
 from stepflow.adapters import protocol as p
+from stepflow.adapters.alone import Alone
 from stepflow.adapters.faults import FAULT, FAULT_MESSAGE, crash
 from stepflow.adapters.inbox import body_digest, message_key, translate
 from stepflow.adapters.start_batch import Riders, with_position
@@ -75,6 +77,7 @@ class Inbox:
         max_body: int = p.MAX_BODY_BYTES,
         on_worker: WorkerListener | None = None,
         take_starts: Callable[[], Riders | None] | None = None,
+        alone: Alone | None = None,
     ) -> None:
         self.engine = engine
         self.broker = broker
@@ -84,6 +87,7 @@ class Inbox:
         self.max_body = max_body
         self.on_worker = on_worker
         self.take_starts = take_starts  # starts waiting for the store, to ride on a batch's commit
+        self.alone = alone if alone is not None else Alone()  # shared with the outbox
         self.counts = {"batches": 0, "messages": 0, "quarantined": 0, "duplicates": 0, "late_answers": 0,
                        "late_progress": 0}
         self.batch_sizes: Counter[int] = Counter()  # inbound batch size -> how many batches
@@ -185,14 +189,45 @@ class Inbox:
 
     async def _apply_suspect(self, delivery: Delivery) -> None:
         """A redelivered message, alone: count the attempt in the store first, so that if it
-        kills the backend again the next backend knows, and quarantines it instead."""
+        kills the backend again the next backend knows, and quarantines it instead. Alone
+        means with the outbox at rest too, so that a death is not blamed on it unfairly."""
+        async with self.alone.alone():
+            await self._suspect(delivery)
+
+    async def _suspect(self, delivery: Delivery) -> None:
         attempts, cleared = await self.in_store(self.engine.suspect, message_key(delivery),
                                                 delivery.message_id, delivery.queue)
+        if attempts == SUSPECT_ATTEMPTS and await self._applied_before(delivery):
+            # The deaths came from elsewhere (a backend that dies at start-up, say, while its
+            # redelivered messages are applied): it changes nothing, so it killed nobody. Only
+            # one life may look (a look that kills counts one attempt more, and then it is poison).
+            await self.in_store(self.engine.execute, [], (cleared,))
+            self.counts["duplicates"] += 1
+            log.info("suspect_was_a_duplicate", message_id=delivery.message_id, attempts=attempts)
+            await self.broker.ack([delivery])
+            return
         if attempts >= SUSPECT_ATTEMPTS:
             await self._quarantine([Reject(delivery, "poison", (
                 f"the backend died {attempts} times while applying this message alone"))])
             return
         await self._apply([delivery], also=(cleared,))
+
+    async def _applied_before(self, delivery: Delivery) -> bool:
+        """The delivery is a message its workflow already applied, body and all."""
+        try:
+            item = translate(delivery, self.max_body)
+        except Exception:  # noqa: BLE001 - unreadable: certainly not applied
+            return False
+        if not isinstance(item, cmd.Command):
+            return False
+        try:
+            applied: bool = await self.in_store(self.engine.already_applied, item)
+        except STORE_FAILURES:
+            raise
+        except Exception as error:  # noqa: BLE001 - then it is what it looks like: poison
+            log.warning("suspect_look_failed", message_id=delivery.message_id, error=_reason(error))
+            return False
+        return applied
 
     def _worker_seen(self, item: p.WorkerDiscovery | p.WorkerStatus, now: datetime) -> None:
         if self.on_worker is None:

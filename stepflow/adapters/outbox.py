@@ -40,6 +40,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Any
 
+from stepflow.adapters.alone import Alone
 from stepflow.adapters.deadlines import Deadlines
 from stepflow.adapters.faults import FAULT, crash
 from stepflow.adapters.notify.notifications import NOTIFICATION, Notifier
@@ -179,7 +180,7 @@ class OutboxPump:
     def __init__(self, reader: OutboxReader, publish: Publish, in_thread: Callable[..., Awaitable[Any]],
                  max_in_flight: int = 16, stored: JustStored | None = None,
                  write_in_thread: Callable[..., Awaitable[Any]] | None = None,
-                 position_every_s: float = POSITION_EVERY_S) -> None:
+                 position_every_s: float = POSITION_EVERY_S, alone: Alone | None = None) -> None:
         self.reader = reader
         self.publish = publish
         self.in_thread = in_thread
@@ -200,6 +201,9 @@ class OutboxPump:
         self._written_at = -math.inf  # time.monotonic() of the last position write
         self.position_writes = 0  # (for the curious, and the benchmark)
         self.from_memory = 0  # batches published without reading the log (for the curious)
+        # all of the outbox's work is shared: none of it runs while a redelivered message is
+        # applied alone (`stepflow.adapters.alone`)
+        self.alone = alone if alone is not None else Alone()
 
     @property
     def position(self) -> int:
@@ -222,7 +226,8 @@ class OutboxPump:
                 if not await woken(wakeup, poll_s):
                     self._read_due = True
                 wakeup.clear()
-                await self._publish_new()
+                async with self.alone.shared():
+                    await self._publish_new()
                 self._settle_due.set()  # not on every confirm: one write per round at most, as before
                 if settler.done():
                     settler.result()  # a publish failed: stop, with its batch unconfirmed
@@ -236,18 +241,21 @@ class OutboxPump:
             if rest > 0:
                 await asyncio.sleep(rest)  # a rate limit: the rounds meanwhile share this write
             self._settle_due.clear()
-            await self._settle(wait=False)
+            async with self.alone.shared():
+                await self._settle(wait=False)
 
     async def settle_confirmed(self) -> int:
         """Write the position over what is confirmed now (a clean stop: the next start then
         publishes nothing again)."""
-        return await self._settle(wait=False)
+        async with self.alone.shared():
+            return await self._settle(wait=False)
 
     async def pump(self) -> int:
         """Publish what is stored and not yet published, and advance over what is confirmed;
         return how many orders were confirmed by this call."""
-        settled = await self._publish_new()
-        return settled + await self._settle(wait=False)
+        async with self.alone.shared():
+            settled = await self._publish_new()
+            return settled + await self._settle(wait=False)
 
     async def _publish_new(self) -> int:
         """Publish what is stored and not yet published; return how many orders were
@@ -277,7 +285,9 @@ class OutboxPump:
     def _handled(self, last: int, orders: list[ev.JobSubmitted], stops: list[StopJob]) -> None:
         self._read_to = last
         if orders or stops:
+            self.alone.entered()  # a share of its own, from the one held here, until it ends
             task = asyncio.create_task(self.publish(orders, stops), name="stepflow-outbox-publish")
+            task.add_done_callback(self._left)
             self._in_flight.append((last, len(orders), task))
             self._publishing += 1
         elif self._in_flight and self._in_flight[-1][2] is None:
@@ -285,10 +295,13 @@ class OutboxPump:
         else:
             self._in_flight.append((last, 0, None))
 
+    def _left(self, _: asyncio.Task[None]) -> None:
+        self.alone.leave()
+
     async def drain(self) -> int:
         """`pump`, then wait until everything published is confirmed and the position advanced."""
         settled = await self.pump()
-        async with self._lock:
+        async with self.alone.shared(), self._lock:
             while self._in_flight:
                 settled += await self._settle(wait=True)
         return settled

@@ -298,6 +298,30 @@ class WorkflowEngine(Application[UUID]):
             return unknown
         return msgspec.structs.replace(command, workflow_id=workflow_id, job_id=job_id)
 
+    def already_applied(self, command: cmd.Command) -> bool:
+        """Whether its workflow applied this very message (same id, same body): read only.
+        For the crash-loop breaker: applying such a message again changes nothing, so it
+        cannot be what killed a backend, and it is a duplicate, not poison."""
+        cause = command.cause
+        if cause is None:
+            return False
+        touched: dict[UUID, Workflow] = {}
+        loaded: dict[UUID, int] = {}
+        try:
+            if isinstance(command, cmd.JobAnswer) and not command.job_id:
+                found = self._by_wire(command, touched, loaded)
+                if isinstance(found, cmd.Outcome):
+                    return False
+                command = found
+            workflow = touched.get(command.workflow_id)
+            if workflow is None:
+                workflow = self.load(command.workflow_id)
+        except (AggregateNotFoundError, _Stale):
+            return False
+        state = workflow.state
+        applied = state.digests.get(cause)
+        return cause in state.seen and (command.digest is None or applied in (None, command.digest))
+
     def locate(self, number: int) -> UUID | None:
         """The workflow holding a number, from the index streams (`WorkflowNumbered`), cached."""
         workflow_id = self._numbers.get(number)

@@ -178,6 +178,29 @@ async def test_a_redelivered_message_that_killed_the_backend_twice_alone_is_quar
     assert world.engine.suspect("innocent", "innocent", p.JOB_COMPLETED)[0] == 0
 
 
+async def test_an_applied_message_is_a_duplicate_whatever_deaths_came_with_it(world: World) -> None:
+    """Backends that die at start-up for another reason while a redelivered answer is applied
+    must not get the answer quarantined: applied already, it changes nothing, so it killed
+    nobody. One life may look; a death while looking makes it poison after all."""
+    workflow_id = await world.backend.start_workflow(one_step(2))
+    first, second = world.jobs(workflow_id)
+    await world.deliver(p.JOB_COMPLETED, completed(first), "applied-1", workflow_id=workflow_id)
+    for _ in range(SUSPECT_ATTEMPTS):  # two lives died (elsewhere) while it was applied alone
+        world.engine.suspect("applied-1", "applied-1", p.JOB_COMPLETED)
+    duplicates = world.backend.stats["duplicates"]
+    await world.deliver(p.JOB_COMPLETED, completed(first), "applied-1", workflow_id=workflow_id, redelivered=True)
+    assert world.quarantined() == []
+    assert world.backend.stats["duplicates"] == duplicates + 1
+    assert world.engine.suspect("applied-1", "applied-1", p.JOB_COMPLETED)[0] == 0  # cleared
+    # the life that looked died too: then it is poison, applied or not
+    await world.deliver(p.JOB_COMPLETED, completed(second), "applied-2", workflow_id=workflow_id)
+    for _ in range(SUSPECT_ATTEMPTS + 1):
+        world.engine.suspect("applied-2", "applied-2", p.JOB_COMPLETED)
+    await world.deliver(p.JOB_COMPLETED, completed(second), "applied-2", workflow_id=workflow_id, redelivered=True)
+    (record,) = world.quarantined()
+    assert record.kind == "poison" and record.message_id == "applied-2"
+
+
 async def test_a_timed_out_job_is_stopped_at_the_worker() -> None:
     engine = WorkflowEngine(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
     started, cancelled = asyncio.Event(), asyncio.Event()

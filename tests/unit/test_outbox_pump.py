@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from stepflow.adapters.alone import Alone
 from stepflow.adapters.outbox import JustStored, OutboxPump, OutboxReader
 from stepflow.engine import commands as cmd
 from stepflow.engine import events as ev
@@ -247,3 +248,56 @@ async def test_rounds_within_the_interval_share_one_position_write(engine: Workf
         running.cancel()
         with pytest.raises(asyncio.CancelledError):
             await running
+
+
+async def test_nothing_of_the_outbox_runs_while_a_redelivered_message_is_applied_alone(
+        engine: WorkflowEngine) -> None:
+    """The crash-loop breaker blames a death on the message applied alone: `alone` waits until
+    a publish under way is confirmed, and no round publishes until it ends. A task cancelled
+    before it ran gives its share back (or every later `alone` would wait in vain)."""
+    publish = HeldConfirms()
+    alone = Alone(wait_s=5)
+    pump = OutboxPump(OutboxReader(engine), publish, in_thread, alone=alone)
+    first = engine.start_workflow(ONE_STEP)
+    await pump.pump()
+    assert len(publish.batches) == 1  # in flight, unconfirmed
+    entered = asyncio.Event()
+    release = asyncio.Event()
+
+    async def suspect() -> None:
+        async with alone.alone():
+            entered.set()
+            await release.wait()
+
+    applying = asyncio.create_task(suspect())
+    await asyncio.sleep(0.05)
+    assert not entered.is_set()  # the publish under way holds it off
+    publish.confirm[0].set_result(None)
+    await asyncio.wait_for(entered.wait(), 5)
+    engine.start_workflow(ONE_STEP)
+    pumping = asyncio.create_task(pump.pump())
+    await asyncio.sleep(0.05)
+    assert len(publish.batches) == 1 and not pumping.done()  # no round while it is alone
+    release.set()
+    await applying
+    await publish.published(2)
+    publish.confirm[1].set_result(None)
+    assert await asyncio.wait_for(pumping, 5) >= 1
+    assert pump.position == engine.max_notification_id()
+    assert [next(iter(engine.workflow_state(first).jobs))] == publish.batches[0]
+
+    engine.start_workflow(ONE_STEP)
+    await pump.pump()
+    pump.cancel()  # a stop: the task in flight never confirms
+    await asyncio.sleep(0)
+    async with asyncio.timeout(1):
+        async with alone.alone():
+            pass
+
+
+async def test_alone_goes_on_after_its_wait_when_shared_work_never_ends() -> None:
+    """A broker that holds back a confirm for good must not stop the inbox as well."""
+    alone = Alone(wait_s=0.05)
+    await alone.enter()  # never left
+    async with asyncio.timeout(2), alone.alone():
+        pass

@@ -1,0 +1,73 @@
+"""`Alone`: a redelivered message applied alone has the backend's publishing to itself.
+
+The crash-loop breaker (`stepflow.adapters.inbox_batch`) blames a backend's death on the
+message it was applying alone. That is only fair if nothing else was running: a backend that
+dies at start-up while it publishes its orders again would otherwise get the messages it was
+applying quarantined, innocent as they are, since redelivered messages come exactly then. So
+the outbox's work is `shared` (its rounds, its position writes, each publish until confirmed)
+and the breaker's is `alone`: it waits until no shared work runs, and none starts meanwhile.
+Nothing waits while nobody is alone, which is nearly always.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+
+from stepflow.adapters.wakeup import woken
+
+log = structlog.get_logger("stepflow.backend")
+
+# How long `alone` waits for the shared work under way; past that it goes on regardless (a
+# broker that holds back confirms must not stop the inbox too).
+ALONE_WAIT_S = 5.0
+
+
+class Alone:
+    def __init__(self, wait_s: float = ALONE_WAIT_S) -> None:
+        self.wait_s = wait_s
+        self._shared = 0
+        self._idle = asyncio.Event()  # no shared work runs
+        self._idle.set()
+        self._open = asyncio.Event()  # nobody is alone: shared work may start
+        self._open.set()
+        self._one = asyncio.Lock()  # one alone at a time
+
+    async def enter(self) -> None:
+        """Start shared work (waits while someone is alone); `leave` when it ends."""
+        while not self._open.is_set():
+            await self._open.wait()
+        self.entered()
+
+    def entered(self) -> None:
+        """Shared work that starts now, without waiting: the caller already holds a share
+        (waiting then would wait for itself)."""
+        self._shared += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self._shared -= 1
+        if self._shared == 0:
+            self._idle.set()
+
+    @asynccontextmanager
+    async def shared(self) -> AsyncIterator[None]:
+        await self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+    @asynccontextmanager
+    async def alone(self) -> AsyncIterator[None]:
+        async with self._one:
+            self._open.clear()
+            try:
+                if not await woken(self._idle, self.wait_s):
+                    log.warning("alone_despite_shared_work", running=self._shared, waited_s=self.wait_s)
+                yield
+            finally:
+                self._open.set()
