@@ -35,6 +35,7 @@ class Alone:
         self._open = asyncio.Event()  # nobody is alone: shared work may start
         self._open.set()
         self._one = asyncio.Lock()  # one alone at a time
+        self._share = _Share(self)
 
     async def enter(self) -> None:
         """Start shared work (waits while someone is alone); `leave` when it ends."""
@@ -53,13 +54,10 @@ class Alone:
         if self._shared == 0:
             self._idle.set()
 
-    @asynccontextmanager
-    async def shared(self) -> AsyncIterator[None]:
-        await self.enter()
-        try:
-            yield
-        finally:
-            self.leave()
+    def shared(self) -> _Share:
+        """`async with alone.shared():` shared work (one object for all: the outbox takes a
+        share at every round, so no generator is made each time)."""
+        return self._share
 
     @asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
@@ -71,3 +69,16 @@ class Alone:
                 yield
             finally:
                 self._open.set()
+
+
+class _Share:
+    __slots__ = ("_alone",)
+
+    def __init__(self, alone: Alone) -> None:
+        self._alone = alone
+
+    async def __aenter__(self) -> None:
+        await self._alone.enter()
+
+    async def __aexit__(self, *_: object) -> None:
+        self._alone.leave()
