@@ -30,6 +30,7 @@ class Alone:
     def __init__(self, wait_s: float = ALONE_WAIT_S) -> None:
         self.wait_s = wait_s
         self._shared = 0
+        self._waiting = 0  # shared work waiting for its turn
         self._idle = asyncio.Event()  # no shared work runs
         self._idle.set()
         self._open = asyncio.Event()  # nobody is alone: shared work may start
@@ -39,8 +40,13 @@ class Alone:
 
     async def enter(self) -> None:
         """Start shared work (waits while someone is alone); `leave` when it ends."""
-        while not self._open.is_set():
-            await self._open.wait()
+        if not self._open.is_set():
+            self._waiting += 1
+            try:
+                while not self._open.is_set():
+                    await self._open.wait()
+            finally:
+                self._waiting -= 1
         self.entered()
 
     def entered(self) -> None:
@@ -60,7 +66,24 @@ class Alone:
         return self._share
 
     @asynccontextmanager
+    async def aside(self) -> AsyncIterator[None]:
+        """Shared work that only waits (for another batch's confirm, for the workers to go
+        quiet after a take-over) steps aside meanwhile: the inbox must not wait for the
+        workers through it. It takes its share back after, waiting while someone is alone."""
+        self.leave()
+        try:
+            yield
+        finally:
+            try:
+                await self.enter()
+            except BaseException:
+                self.entered()  # cancelled while waiting: its `leave` is still to come
+                raise
+
+    @asynccontextmanager
     async def alone(self) -> AsyncIterator[None]:
+        while self._waiting and self._open.is_set():  # shared work that waited for the last one goes first
+            await asyncio.sleep(0)
         async with self._one:
             self._open.clear()
             try:

@@ -291,8 +291,9 @@ class Backend:
         now, held = self._window.split(orders)
         await self.dispatch.publish(now, stops)
         if held:
-            await self.dispatch.publish(await self._window.unheard_of(held, self.in_outbox_thread,
-                                                                      self._answers_stored), [])
+            async with self._alone.aside():  # waiting for the workers, who answer through the inbox
+                unheard_of = await self._window.unheard_of(held, self.in_outbox_thread, self._answers_stored)
+            await self.dispatch.publish(unheard_of, [])
 
     def _clear_deadlines(self) -> None:
         for job_id in list(self.deadlines.armed()):

@@ -317,6 +317,9 @@ class OutboxPump:
             while self._in_flight and (wait or self._in_flight[0][2] is None or self._in_flight[0][2].done()):
                 head_last, head_orders, task = self._in_flight[0]
                 if task is not None:
+                    if not task.done():
+                        async with self.alone.aside():  # the task holds a share while it publishes
+                            await asyncio.wait([task])
                     await task  # its error stops the outbox, with the batch still unconfirmed
                     self._publishing -= 1
                 self._in_flight.popleft()

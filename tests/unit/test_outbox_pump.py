@@ -301,3 +301,30 @@ async def test_alone_goes_on_after_its_wait_when_shared_work_never_ends() -> Non
     await alone.enter()  # never left
     async with asyncio.timeout(2), alone.alone():
         pass
+
+
+async def test_shared_work_that_only_waits_steps_aside_and_takes_turns() -> None:
+    """A publish held back after a take-over waits for the workers to go quiet, and they
+    answer through the inbox: it must not hold the inbox's `alone` meanwhile. And suspects
+    applied back to back let the shared work that waited for one of them go between."""
+    alone = Alone(wait_s=5)
+    released = asyncio.Event()
+    order: list[str] = []
+
+    async def held_publish() -> None:
+        async with alone.shared():
+            async with alone.aside():
+                await released.wait()
+            order.append("published")
+
+    holder = asyncio.create_task(held_publish())
+    await asyncio.sleep(0)
+    async with asyncio.timeout(1), alone.alone():  # not held up by the waiting publish
+        released.set()
+        await asyncio.sleep(0.01)
+        assert order == []  # it takes its share back only once nobody is alone
+        order.append("suspect 1")
+    async with asyncio.timeout(1), alone.alone():
+        order.append("suspect 2")
+    await asyncio.wait_for(holder, 1)
+    assert order == ["suspect 1", "published", "suspect 2"]
