@@ -302,8 +302,7 @@ class WorkflowEngine(Application[UUID]):
         """Whether its workflow applied this very message (same id, same body): read only.
         For the crash-loop breaker: applying such a message again changes nothing, so it
         cannot be what killed a backend, and it is a duplicate, not poison."""
-        cause = command.cause
-        if cause is None:
+        if command.cause is None:
             return False
         touched: dict[UUID, Workflow] = {}
         loaded: dict[UUID, int] = {}
@@ -318,9 +317,7 @@ class WorkflowEngine(Application[UUID]):
                 workflow = self.load(command.workflow_id)
         except (AggregateNotFoundError, _Stale):
             return False
-        state = workflow.state
-        applied = state.digests.get(cause)
-        return cause in state.seen and (command.digest is None or applied in (None, command.digest))
+        return workflow.applied(command.cause, command.digest)
 
     def locate(self, number: int) -> UUID | None:
         """The workflow holding a number, from the index streams (`WorkflowNumbered`), cached."""

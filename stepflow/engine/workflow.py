@@ -256,6 +256,13 @@ class Workflow:
     def active_jobs(self) -> list[str]:
         return [j.job_id for j in self.state.jobs.values() if j.status in JOB_ACTIVE]
 
+    def applied(self, cause: str | None, digest: str | None = None) -> bool:
+        """This very message (same id, same body) was applied here: read only, nothing raised."""
+        try:
+            return self._seen(cause, digest)
+        except Rejected:
+            return False
+
     def _seen(self, cause: str | None, digest: str | None = None) -> bool:
         """True for a message already applied; `Rejected` when its id was applied with
         another body (a producer reusing ids, or a forgery): that is no redelivery."""
